@@ -1,0 +1,44 @@
+# Shared helpers for scripts/stack, scripts/demo and scripts/test.
+# Sourced, not executed.
+
+# Debian packages the native stack needs, and one command each provides.
+STACK_PACKAGES=(
+  "redis-server:redis-server"
+  "prometheus:prometheus"
+  "promtool:prometheus"
+  "prometheus-alertmanager:prometheus-alertmanager"
+  "amtool:prometheus-alertmanager"
+  "prometheus-redis-exporter:prometheus-redis-exporter"
+)
+
+log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ensure_packages [command:package ...]: installs the Debian packages whose
+# commands are missing (apt-get update once). Fails loudly when it cannot.
+ensure_packages() {
+  local missing=() entry cmd pkg
+  for entry in "$@"; do
+    cmd=${entry%%:*}
+    pkg=${entry#*:}
+    if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! " ${missing[*]} " =~ " ${pkg} " ]]; then
+      missing+=("$pkg")
+    fi
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "installing missing Debian packages: ${missing[*]}"
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    || die "apt-get update failed"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+  for entry in "$@"; do
+    command -v "${entry%%:*}" >/dev/null 2>&1 || die "${entry%%:*} still missing after installing ${entry#*:}"
+  done
+}
+
+ensure_stack_packages() { ensure_packages "${STACK_PACKAGES[@]}"; }

@@ -1,0 +1,94 @@
+//! Extractors whose rejections use the service's JSON error shape instead of
+//! axum's plain-text ones.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Path, Request},
+    http::{header, request::Parts, StatusCode},
+};
+use serde::de::DeserializeOwned;
+
+use crate::{error::AppError, key::validate_key, MAX_BODY_BYTES};
+
+/// A JSON request body: 415 without a JSON content type, 413 above the body
+/// limit, `invalid_json` for malformed JSON and `invalid_body` for JSON of
+/// the wrong shape (missing fields, wrong types, unknown fields).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+fn is_json_content_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok());
+        match content_type {
+            Some(value) if is_json_content_type(value) => {}
+            Some(value) => {
+                return Err(AppError::UnsupportedMediaType(format!(
+                    "content type {value:?} is not supported; send application/json"
+                )))
+            }
+            None => {
+                return Err(AppError::UnsupportedMediaType(
+                    "missing content type; send application/json".into(),
+                ))
+            }
+        }
+        let body =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
+                    _ => AppError::InvalidBody(rejection.body_text()),
+                })?;
+        serde_json::from_slice(&body)
+            .map(JsonBody)
+            .map_err(|err| match err.classify() {
+                serde_json::error::Category::Data => AppError::InvalidBody(err.to_string()),
+                _ => AppError::InvalidJson(err.to_string()),
+            })
+    }
+}
+
+/// The `{key}` path segment, percent-decoded and validated.
+#[derive(Debug)]
+pub struct ItemKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ItemKey {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(key) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| AppError::InvalidKey(rejection.body_text()))?;
+        validate_key(&key).map_err(AppError::InvalidKey)?;
+        Ok(Self(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_content_type;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_content_type("application/merge-patch+json"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type("application/jsonx"));
+        assert!(!is_json_content_type(""));
+    }
+}

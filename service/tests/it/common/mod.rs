@@ -1,0 +1,133 @@
+//! Shared fixtures: a real Redis plus the service on free ports, and small
+//! HTTP helpers that return status and parsed JSON body.
+
+use std::time::Duration;
+
+use items_service::{
+    config::Config,
+    testing::{test_config, RedisServer, TestService},
+};
+use serde_json::Value;
+
+/// Redis and the service, stopped together when dropped.
+pub struct Stack {
+    pub service: TestService,
+    pub redis: RedisServer,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a configuration adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let redis = RedisServer::start();
+        let mut config = test_config(&redis.url());
+        adjust(&mut config);
+        let service = TestService::start(&config).await;
+        Self {
+            service,
+            redis,
+            http: client(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.service.url())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        send(self.http.delete(self.url(path))).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn put_item(&self, key: &str, value: Value) {
+        let (status, body) = self
+            .post_json("/items", &serde_json::json!({ "key": key, "value": value }))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("http client")
+}
+
+/// Sends a request; returns the status and the JSON body (`Null` when empty).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request failed");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+            panic!(
+                "status {status}: body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    (status, body)
+}
+
+/// Asserts the SPEC error shape and code.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "body: {body}");
+    assert_eq!(body["error"], want_code, "body: {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "missing message: {body}"
+    );
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(2),
+        "extra fields: {body}"
+    );
+}
+
+/// Value of one sample in the exposition text, e.g.
+/// `http_requests_total{endpoint="/",method="GET",status_code="200"}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Number of sample lines, i.e. series, in the exposition text.
+pub fn series_count(text: &str, metric_prefix: &str) -> usize {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.starts_with(metric_prefix))
+        .count()
+}

@@ -1,0 +1,9 @@
+//! Integration tests of items-service against a real `redis-server`.
+
+mod common;
+mod concurrency;
+mod errors;
+mod faults;
+mod metrics;
+mod pagination;
+mod routes;

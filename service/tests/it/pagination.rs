@@ -1,0 +1,95 @@
+//! `GET /items` walks the keyspace with SCAN + MGET: every key exactly once,
+//! pages never longer than `limit`.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::common::Stack;
+
+async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    let mut cursor = String::new();
+    for _ in 0..10_000 {
+        let (status, body) = stack
+            .get(&format!("/items?limit={limit}&cursor={cursor}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let items = body["items"].as_array().expect("items array");
+        assert!(
+            items.len() <= limit,
+            "page of {} with limit {limit}",
+            items.len()
+        );
+        for item in items {
+            let key = item["key"].as_str().expect("key").to_owned();
+            assert_eq!(item["value"], json!({"n": key}));
+            *seen.entry(key).or_insert(0) += 1;
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => return seen,
+        }
+    }
+    panic!("listing did not finish");
+}
+
+#[tokio::test]
+async fn every_key_exactly_once_over_2500_keys() {
+    let stack = Stack::start().await;
+    let keys: Vec<String> = (0..2500).map(|i| format!("page:{i}")).collect();
+    futures::future::join_all(
+        keys.iter()
+            .map(|key| stack.put_item(key, json!({"n": key}))),
+    )
+    .await;
+
+    for limit in [1000, 100, 7] {
+        let seen = walk(&stack, limit).await;
+        assert_eq!(
+            seen.len(),
+            2500,
+            "limit {limit}: {} distinct keys",
+            seen.len()
+        );
+        let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(repeated.is_empty(), "limit {limit}: repeated {repeated:?}");
+        assert!(keys.iter().all(|key| seen.contains_key(key)));
+    }
+}
+
+#[tokio::test]
+async fn default_limit_and_empty_listing() {
+    let stack = Stack::start().await;
+    let (status, body) = stack.get("/items").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"items": [], "next_cursor": null}));
+
+    for i in 0..150 {
+        stack
+            .put_item(&format!("d{i}"), json!({"n": format!("d{i}")}))
+            .await;
+    }
+    let (_, body) = stack.get("/items").await;
+    assert_eq!(body["items"].as_array().unwrap().len(), 100);
+    assert!(body["next_cursor"].is_string());
+    assert_eq!(walk(&stack, 100).await.len(), 150);
+}
+
+#[tokio::test]
+async fn keys_outside_the_prefix_are_not_listed() {
+    let stack = Stack::start().await;
+    stack.put_item("mine", json!({"n": "mine"})).await;
+    let client = redis::Client::open(stack.redis.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    redis::cmd("SET")
+        .arg("other:thing")
+        .arg("1")
+        .query::<()>(&mut connection)
+        .unwrap();
+    let (_, body) = stack.get("/items").await;
+    assert_eq!(
+        body,
+        json!({"items": [{"key": "mine", "value": {"n": "mine"}}], "next_cursor": null})
+    );
+}
