@@ -3,6 +3,8 @@
 
 # Debian packages the native stack needs, and one command each provides.
 STACK_PACKAGES=(
+  "curl:curl"
+  "jq:jq"
   "redis-server:redis-server"
   "prometheus:prometheus"
   "promtool:prometheus"
