@@ -1,0 +1,427 @@
+//! The one owner of all measurements. Executors send [`Event`]s; this task
+//! folds them into HDR histograms (per operation, per phase, overall), a
+//! per-second series, and the live progress. Memory does not grow with the
+//! run length: histograms are fixed-size and the series is decimated once
+//! it reaches [`MAX_SERIES_POINTS`].
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+
+use crate::{
+    plan::{OpKind, Plan},
+    progress::Progress,
+    report::{OpSummary, Percentiles, PhaseSummary, SeriesPoint, Summary},
+    sample::{Event, Sample},
+};
+
+/// Longest series kept; beyond it, neighbouring points are merged.
+pub const MAX_SERIES_POINTS: usize = 3600;
+/// Latencies are recorded in microseconds up to one hour.
+const HIGHEST_MICROS: u64 = 3_600_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("valid histogram bounds")
+}
+
+fn micros(duration: Duration) -> u64 {
+    (duration.as_micros() as u64).clamp(1, HIGHEST_MICROS)
+}
+
+pub fn percentiles(histogram: &Histogram<u64>) -> Percentiles {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    if histogram.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        p50_ms: ms(histogram.value_at_quantile(0.50)),
+        p90_ms: ms(histogram.value_at_quantile(0.90)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        p999_ms: ms(histogram.value_at_quantile(0.999)),
+        max_ms: ms(histogram.max()),
+        mean_ms: histogram.mean() / 1000.0,
+    }
+}
+
+struct OpStats {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: BTreeMap<&'static str, u64>,
+    errors: u64,
+}
+
+impl OpStats {
+    fn new() -> Self {
+        Self {
+            latency: histogram(),
+            service: histogram(),
+            statuses: BTreeMap::new(),
+            transport_errors: BTreeMap::new(),
+            errors: 0,
+        }
+    }
+}
+
+struct PhaseStats {
+    latency: Histogram<u64>,
+    completed: u64,
+    errors: u64,
+    dropped: u64,
+    scheduled: Option<u64>,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+}
+
+/// One second (or, after decimation, a few) of the run.
+struct Bucket {
+    requests: u64,
+    errors: u64,
+    latency: Histogram<u64>,
+}
+
+pub struct Aggregator {
+    started: Instant,
+    ops: Vec<OpStats>,
+    phases: Vec<PhaseStats>,
+    all_latency: Histogram<u64>,
+    all_service: Histogram<u64>,
+    send_lag: Histogram<u64>,
+    series: Vec<SeriesPoint>,
+    series_step: u64,
+    current: Bucket,
+    current_index: u64,
+    current_phase: Option<usize>,
+    progress: Progress,
+    phase_durations: Vec<Duration>,
+    /// Connect failures since the last response, and when they began.
+    connect_failures_in_a_row: u64,
+    failing_since: Option<Instant>,
+}
+
+/// A target that refuses every connection for this long ends the run.
+pub const REFUSED_GIVE_UP: Duration = Duration::from_secs(2);
+
+impl Aggregator {
+    pub fn new(plan: &Plan, progress: Progress) -> Self {
+        Self {
+            started: Instant::now(),
+            ops: OpKind::ALL.iter().map(|_| OpStats::new()).collect(),
+            phases: plan
+                .phases
+                .iter()
+                .map(|_| PhaseStats {
+                    latency: histogram(),
+                    completed: 0,
+                    errors: 0,
+                    dropped: 0,
+                    scheduled: None,
+                    started: None,
+                    ended: None,
+                })
+                .collect(),
+            all_latency: histogram(),
+            all_service: histogram(),
+            send_lag: histogram(),
+            series: Vec::new(),
+            series_step: 1,
+            current: Bucket {
+                requests: 0,
+                errors: 0,
+                latency: histogram(),
+            },
+            current_index: 0,
+            current_phase: None,
+            progress,
+            phase_durations: plan
+                .phases
+                .iter()
+                .map(|phase| phase.executor.duration())
+                .collect(),
+            connect_failures_in_a_row: 0,
+            failing_since: None,
+        }
+    }
+
+    pub fn record(&mut self, event: Event, names: &[String]) {
+        match event {
+            Event::PhaseStarted { phase } => {
+                self.phases[phase].started = Some(Instant::now());
+                self.current_phase = Some(phase);
+                let total = self.phase_durations[phase];
+                self.progress
+                    .start(&names[phase], total.as_millis() as u64, true);
+                self.progress.update(total, 0.0, 0, Duration::ZERO);
+            }
+            Event::Sample(sample) => self.record_sample(&sample),
+            Event::Dropped { phase } => self.phases[phase].dropped += 1,
+            Event::PhaseEnded { phase, scheduled } => {
+                let stats = &mut self.phases[phase];
+                stats.ended = Some(Instant::now());
+                stats.scheduled = scheduled;
+                self.tick();
+                self.progress.finish();
+                self.current_phase = None;
+            }
+        }
+    }
+
+    fn record_sample(&mut self, sample: &Sample) {
+        self.roll_to(Instant::now());
+        let latency = micros(sample.latency);
+        let error = sample.is_error();
+        let op = &mut self.ops[sample.op.index()];
+        let _ = op.latency.record(latency);
+        let _ = op.service.record(micros(sample.service_time));
+        match sample.outcome {
+            Ok(status) => {
+                *op.statuses.entry(status).or_default() += 1;
+                self.connect_failures_in_a_row = 0;
+                self.failing_since = None;
+            }
+            Err(kind) => {
+                *op.transport_errors.entry(kind.name()).or_default() += 1;
+                if kind == crate::client::TransportError::Connect {
+                    self.connect_failures_in_a_row += 1;
+                    self.failing_since.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        op.errors += u64::from(error);
+        let _ = self.all_latency.record(latency);
+        let _ = self.all_service.record(micros(sample.service_time));
+        if let Some(lag) = sample.send_lag {
+            let _ = self.send_lag.record(micros(lag));
+        }
+        let phase = &mut self.phases[sample.phase];
+        phase.completed += 1;
+        phase.errors += u64::from(error);
+        let _ = phase.latency.record(latency);
+        self.current.requests += 1;
+        self.current.errors += u64::from(error);
+        let _ = self.current.latency.record(latency);
+    }
+
+    /// Closes every series bucket that ended before `now`.
+    fn roll_to(&mut self, now: Instant) {
+        let index = now.duration_since(self.started).as_secs() / self.series_step;
+        while self.current_index < index {
+            let bucket = std::mem::replace(
+                &mut self.current,
+                Bucket {
+                    requests: 0,
+                    errors: 0,
+                    latency: histogram(),
+                },
+            );
+            let p = percentiles(&bucket.latency);
+            self.series.push(SeriesPoint {
+                t: self.current_index * self.series_step,
+                seconds: self.series_step,
+                requests: bucket.requests,
+                errors: bucket.errors,
+                p50_ms: p.p50_ms,
+                p99_ms: p.p99_ms,
+            });
+            self.current_index += 1;
+            if self.series.len() >= MAX_SERIES_POINTS {
+                self.decimate();
+                self.current_index /= 2;
+            }
+        }
+    }
+
+    /// Halves the series: neighbours merge, p99 keeps the worse of the two
+    /// (percentiles cannot be merged exactly; the conservative choice).
+    fn decimate(&mut self) {
+        self.series = self
+            .series
+            .chunks(2)
+            .map(|pair| SeriesPoint {
+                t: pair[0].t,
+                seconds: pair.iter().map(|p| p.seconds).sum(),
+                requests: pair.iter().map(|p| p.requests).sum(),
+                errors: pair.iter().map(|p| p.errors).sum(),
+                p50_ms: pair.iter().map(|p| p.p50_ms).fold(0.0, f64::max),
+                p99_ms: pair.iter().map(|p| p.p99_ms).fold(0.0, f64::max),
+            })
+            .collect();
+        self.series_step *= 2;
+    }
+
+    /// Periodic update of the progress display.
+    pub fn tick(&mut self) {
+        self.roll_to(Instant::now());
+        let Some(phase) = self.current_phase else {
+            return;
+        };
+        let stats = &self.phases[phase];
+        if let Some(started) = stats.started {
+            let elapsed = started.elapsed().min(self.phase_durations[phase]);
+            self.progress.set_position(elapsed.as_millis() as u64);
+        }
+        let (rate, p99) = match self.series.last() {
+            Some(last) => (
+                last.requests as f64 / last.seconds as f64,
+                Duration::from_secs_f64(last.p99_ms / 1000.0),
+            ),
+            None => (0.0, Duration::ZERO),
+        };
+        self.progress
+            .update(self.phase_durations[phase], rate, stats.errors, p99);
+    }
+
+    /// Why the run cannot go on: the target has refused every connection
+    /// for [`REFUSED_GIVE_UP`] (no endless retries against a dead target).
+    pub fn fatal(&self) -> Option<String> {
+        let since = self.failing_since?;
+        (self.connect_failures_in_a_row >= 10 && since.elapsed() >= REFUSED_GIVE_UP).then(|| {
+            format!(
+                "the target refused {} connections in a row for {:.1} s; giving up",
+                self.connect_failures_in_a_row,
+                since.elapsed().as_secs_f64()
+            )
+        })
+    }
+
+    /// Completed requests so far (for tests and the preload/teardown logic).
+    pub fn completed(&self) -> u64 {
+        self.phases.iter().map(|phase| phase.completed).sum()
+    }
+
+    /// Client-side count per (method, endpoint, status) for reconciliation.
+    pub fn route_counts(&self) -> BTreeMap<(String, String, String), u64> {
+        let mut counts = BTreeMap::new();
+        for op in OpKind::ALL {
+            let (method, endpoint) = op.route();
+            for (status, count) in &self.ops[op.index()].statuses {
+                *counts
+                    .entry((method.to_owned(), endpoint.to_owned(), status.to_string()))
+                    .or_default() += count;
+            }
+        }
+        counts
+    }
+
+    /// Requests that timed out client-side: the server may or may not have
+    /// counted them, so reconciliation tolerates exactly this many.
+    pub fn timeouts(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| op.transport_errors.get("timeout").copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// The summary of everything recorded so far.
+    pub fn summary(&mut self, plan: &Plan, interrupted: bool) -> Summary {
+        self.roll_to(Instant::now() + Duration::from_secs(1));
+        self.progress.finish();
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        let operations = OpKind::ALL
+            .iter()
+            .filter(|op| plan.mix[op.index()] > 0)
+            .map(|op| {
+                let stats = &self.ops[op.index()];
+                let count = stats.latency.len();
+                OpSummary {
+                    name: op.name().to_owned(),
+                    count,
+                    errors: stats.errors,
+                    rate: count as f64 / elapsed,
+                    latency: percentiles(&stats.latency),
+                    service_time: percentiles(&stats.service),
+                    statuses: stats
+                        .statuses
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
+                    transport_errors: stats
+                        .transport_errors
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), *v))
+                        .collect(),
+                }
+            })
+            .collect();
+        let phases = plan
+            .phases
+            .iter()
+            .zip(&self.phases)
+            .map(|(phase, stats)| {
+                let ran = match (stats.started, stats.ended) {
+                    (Some(start), Some(end)) => end.duration_since(start).as_secs_f64(),
+                    (Some(start), None) => start.elapsed().as_secs_f64(),
+                    _ => 0.0,
+                };
+                PhaseSummary {
+                    name: phase.name.clone(),
+                    executor: phase.executor.name().to_owned(),
+                    planned_seconds: phase.executor.duration().as_secs_f64(),
+                    seconds: ran,
+                    scheduled: stats.scheduled,
+                    completed: stats.completed,
+                    errors: stats.errors,
+                    dropped: stats.dropped,
+                    achieved_rate: if ran > 0.0 {
+                        stats.completed as f64 / ran
+                    } else {
+                        0.0
+                    },
+                    latency: percentiles(&stats.latency),
+                }
+            })
+            .collect();
+        let requests = self.all_latency.len();
+        let errors: u64 = self.ops.iter().map(|op| op.errors).sum();
+        Summary {
+            requests,
+            errors,
+            dropped: self.phases.iter().map(|phase| phase.dropped).sum(),
+            error_ratio: if requests > 0 {
+                errors as f64 / requests as f64
+            } else {
+                0.0
+            },
+            seconds: elapsed,
+            rate: requests as f64 / elapsed,
+            latency: percentiles(&self.all_latency),
+            service_time: percentiles(&self.all_service),
+            send_lag: (!self.send_lag.is_empty()).then(|| percentiles(&self.send_lag)),
+            operations,
+            phases,
+            series: self.series.clone(),
+            interrupted,
+        }
+    }
+}
+
+/// Runs the aggregator until every sender is gone, updating progress
+/// several times a second; cancels the run when [`Aggregator::fatal`].
+pub async fn run(
+    mut aggregator: Aggregator,
+    mut events: mpsc::Receiver<Event>,
+    names: Vec<String>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Aggregator {
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => aggregator.record(event, &names),
+                None => break,
+            },
+            _ = ticker.tick() => {
+                aggregator.tick();
+                if aggregator.fatal().is_some() {
+                    cancel.cancel();
+                }
+            }
+        }
+    }
+    aggregator
+}

@@ -1,0 +1,95 @@
+//! Command line (SPEC §8): subcommands, flags, environment variables.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  loadgen run scenarios/baseline.toml
+  loadgen run scenarios/smoke.toml --target http://127.0.0.1:9000 --out report.json
+  loadgen check scenarios/*.toml
+  loadgen verify-alerts --prometheus http://127.0.0.1:9090
+  loadgen verify-dashboard grafana/dashboards/items-service.json
+
+Exit codes: 0 all checks passed, 1 a check failed, 2 usage/scenario/connection
+error, 130 interrupted (partial summary printed).";
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about = "Replays TOML load scenarios against items-service and verifies what the server and Prometheus saw", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Base URL of items-service.
+    #[arg(long, env = "LOADGEN_TARGET", default_value = "http://127.0.0.1:9000")]
+    pub target: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PrometheusArgs {
+    /// Base URL of Prometheus.
+    #[arg(
+        long,
+        env = "LOADGEN_PROMETHEUS",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub prometheus: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario, then evaluate its expectations.
+    Run {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        prometheus: PrometheusArgs,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write a JSON report (schema: loadgen/report.schema.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress and no per-operation tables; checks and verdict only.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Validate scenario files without sending anything.
+    Check {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Prove that the error alerts fire, reach Alertmanager and resolve.
+    VerifyAlerts {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        prometheus: PrometheusArgs,
+        /// Base URL of Alertmanager.
+        #[arg(
+            long,
+            env = "LOADGEN_ALERTMANAGER",
+            default_value = "http://127.0.0.1:9093"
+        )]
+        alertmanager: String,
+        /// Address to receive Alertmanager's webhook on.
+        #[arg(long, env = "LOADGEN_WEBHOOK_LISTEN", default_value = "127.0.0.1:9099")]
+        webhook_listen: String,
+        /// A TOML plan with your own alert names and rates.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+    },
+    /// Run every panel query of the dashboards against Prometheus.
+    VerifyDashboard {
+        #[command(flatten)]
+        prometheus: PrometheusArgs,
+        /// Dashboard JSON files (default: grafana/dashboards/*.json).
+        dashboards: Vec<PathBuf>,
+    },
+}

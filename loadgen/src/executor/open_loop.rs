@@ -1,0 +1,102 @@
+//! The open-loop driver: request *i* is due at `timeline.offset(i)` after
+//! the phase starts, whatever happened to earlier requests. Latency is
+//! measured from that due time, so a slow server cannot hide its slowness
+//! by slowing the client down (coordinated omission). When
+//! `max_in_flight` requests are already outstanding, a due request is
+//! counted as dropped — never queued and sent late.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::Semaphore,
+    time::{sleep_until, Instant},
+};
+
+use super::{stream_rng, PhaseContext};
+use crate::{
+    client::{send_with, ConnectionPool},
+    sample::{Event, Sample},
+};
+
+/// When each request of an open-loop phase is due.
+pub trait Timeline: Send {
+    /// Offset of request `i` from the phase start; `None` past the end.
+    fn offset(&self, i: u64) -> Option<Duration>;
+}
+
+/// Tokio's timer has millisecond resolution and rounds up, which alone
+/// would make every send ~1 ms late; the last stretch is spent yielding.
+const SPIN_WINDOW: Duration = Duration::from_micros(1500);
+
+/// Waits until `due`; `false` when cancelled first.
+async fn wait_until(due: Instant, cancel: &tokio_util::sync::CancellationToken) -> bool {
+    if let Some(coarse) = due
+        .checked_sub(SPIN_WINDOW)
+        .filter(|at| *at > Instant::now())
+    {
+        tokio::select! {
+            () = sleep_until(coarse) => {}
+            () = cancel.cancelled() => return false,
+        }
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
+    !cancel.is_cancelled()
+}
+
+/// Runs the timeline; returns how many requests it scheduled.
+pub async fn run(ctx: &PhaseContext, timeline: impl Timeline) -> u64 {
+    let permits = Arc::new(Semaphore::new(ctx.phase.max_in_flight));
+    let pool = Arc::new(ConnectionPool::default());
+    let mut rng = stream_rng(ctx.seed, ctx.index, 0);
+    let start = Instant::now();
+    let mut scheduled = 0;
+    while let Some(offset) = timeline.offset(scheduled) {
+        // Drawn before the drop decision: the sequence depends on the seed only.
+        let planned = ctx.requests.next(&mut rng);
+        let due = start + offset;
+        if !wait_until(due, &ctx.cancel).await {
+            break;
+        }
+        scheduled += 1;
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            let _ = ctx.events.send(Event::Dropped { phase: ctx.index }).await;
+            continue;
+        };
+        let (pool, target, events, cancel) = (
+            Arc::clone(&pool),
+            Arc::clone(&ctx.target),
+            ctx.events.clone(),
+            ctx.cancel.clone(),
+        );
+        let (phase, timeout) = (ctx.index, ctx.timeout);
+        tokio::spawn(async move {
+            let mut slot = pool.take();
+            let sent = Instant::now();
+            let outcome = tokio::select! {
+                outcome = send_with(&mut slot, &target, &planned, timeout) => outcome,
+                () = cancel.cancelled() => return,
+            };
+            let done = Instant::now();
+            pool.give_back(slot);
+            drop(permit);
+            let sample = Sample {
+                phase,
+                op: planned.op,
+                outcome,
+                expected_status: planned.expected_status,
+                latency: done - due,
+                service_time: done - sent,
+                send_lag: Some(sent.saturating_duration_since(due)),
+            };
+            let _ = events.send(Event::Sample(sample)).await;
+        });
+    }
+    // Wait for the requests still in flight (each is bounded by the timeout).
+    tokio::select! {
+        _ = permits.acquire_many(ctx.phase.max_in_flight as u32) => {}
+        () = ctx.cancel.cancelled() => {}
+    }
+    scheduled
+}

@@ -1,0 +1,111 @@
+//! loadgen: replays TOML scenarios against items-service with open- and
+//! closed-loop executors, measures exact latencies, and (with Prometheus)
+//! verifies that the server saw what the client sent.
+//!
+//! `main.rs` only parses arguments and calls [`main_with`]; tests call the
+//! same function with their own output buffer and cancellation token.
+
+pub mod aggregate;
+pub mod check;
+pub mod cli;
+pub mod client;
+pub mod duration;
+pub mod executor;
+pub mod keyspace;
+pub mod plan;
+pub mod preload;
+pub mod progress;
+pub mod report;
+pub mod request;
+pub mod runner;
+pub mod sample;
+pub mod scenario;
+
+use std::io::Write;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Command;
+
+/// Process exit codes of SPEC §8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Pass = 0,
+    CheckFailed = 1,
+    Error = 2,
+    Interrupted = 130,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Runs one command; errors are printed to `err` and mapped to exit 2.
+pub async fn main_with(
+    command: Command,
+    cancel: CancellationToken,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Exit {
+    match dispatch(command, cancel, out).await {
+        Ok(exit) => exit,
+        Err(error) => {
+            let _ = writeln!(err, "error: {error:#}");
+            Exit::Error
+        }
+    }
+}
+
+async fn dispatch(
+    command: Command,
+    cancel: CancellationToken,
+    out: &mut impl Write,
+) -> anyhow::Result<Exit> {
+    match command {
+        Command::Run {
+            scenario,
+            target,
+            prometheus,
+            seed,
+            out: report,
+            quiet,
+        } => {
+            let plan = scenario::load(&scenario)?;
+            let options = runner::RunOptions {
+                target: target.target,
+                prometheus: prometheus.prometheus,
+                seed,
+                out: report,
+                quiet,
+            };
+            let result = runner::run(plan, &options, &mut runner::NoVerifier, cancel, out).await?;
+            Ok(result.exit)
+        }
+        Command::Check { scenarios } => {
+            let mut failed = Vec::new();
+            for path in &scenarios {
+                match scenario::load(path) {
+                    Ok(plan) => writeln!(
+                        out,
+                        "{}: ok ({} phase{}, {:.0?})",
+                        path.display(),
+                        plan.phases.len(),
+                        if plan.phases.len() == 1 { "" } else { "s" },
+                        plan.total_duration()
+                    )?,
+                    Err(errors) => failed.push(errors.to_string()),
+                }
+            }
+            if failed.is_empty() {
+                Ok(Exit::Pass)
+            } else {
+                anyhow::bail!("{}", failed.join("\n\n"))
+            }
+        }
+        Command::VerifyAlerts { .. } | Command::VerifyDashboard { .. } => {
+            anyhow::bail!("not implemented yet")
+        }
+    }
+}

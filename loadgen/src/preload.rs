@@ -1,0 +1,79 @@
+//! Writes the keys a scenario reads before measuring starts: concurrently,
+//! not measured, with its own progress bar. Any failure stops the run —
+//! measuring against a half-loaded keyspace would make every check lie.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use crate::{
+    client::{send_with, Target},
+    plan::OpKind,
+    progress::Progress,
+    request::{PlannedRequest, RequestGen},
+};
+
+const WORKERS: u64 = 32;
+
+/// Stores `stable` keys of the stable family and `delete_pool` deletable keys.
+pub async fn preload(
+    target: Arc<Target>,
+    requests: &RequestGen,
+    stable: u64,
+    delete_pool: u64,
+    timeout: std::time::Duration,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let total = stable + delete_pool;
+    if total == 0 {
+        return Ok(());
+    }
+    progress.start("preload", total, false);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS.min(total) {
+        let (next, target, requests) = (Arc::clone(&next), Arc::clone(&target), requests.clone());
+        workers.spawn(async move {
+            let mut connection = None;
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    return anyhow::Ok(());
+                }
+                let key = if index < stable {
+                    requests.keys().stable_key(index)
+                } else {
+                    requests.keys().delete_key(index - stable)
+                };
+                let request = PlannedRequest {
+                    op: OpKind::Put,
+                    method: "POST",
+                    path: "/items".into(),
+                    body: Some(requests.put_body(&key)),
+                    fault: None,
+                    expected_status: 201,
+                };
+                match send_with(&mut connection, &target, &request, timeout).await {
+                    Ok(201) => {}
+                    Ok(status) => {
+                        anyhow::bail!("preloading {key} got HTTP {status} instead of 201")
+                    }
+                    Err(err) => anyhow::bail!("preloading {key} failed: {}", err.name()),
+                }
+            }
+        });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = workers.join_next().await {
+        progress.set_position(next.load(Ordering::Relaxed).min(total));
+        if let Err(err) = joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            workers.abort_all();
+            result = Err(err);
+            break;
+        }
+    }
+    progress.set_position(total);
+    progress.finish();
+    result
+}

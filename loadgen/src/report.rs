@@ -1,0 +1,227 @@
+//! The run's results: the summary model (also the JSON report, see
+//! `report.schema.json`), and the human tables. Renderers write to
+//! `impl Write` so tests can compare output as a whole.
+
+use std::{collections::BTreeMap, io::Write};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Color, Table};
+use serde::Serialize;
+
+use crate::check::Check;
+
+/// Version of the JSON report layout; bump on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The JSON Schema of the report, kept in the repository.
+pub const SCHEMA: &str = include_str!("../report.schema.json");
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpSummary {
+    pub name: String,
+    pub count: u64,
+    pub errors: u64,
+    pub rate: f64,
+    pub latency: Percentiles,
+    pub service_time: Percentiles,
+    pub statuses: BTreeMap<String, u64>,
+    pub transport_errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseSummary {
+    pub name: String,
+    pub executor: String,
+    pub planned_seconds: f64,
+    pub seconds: f64,
+    /// Open loop: requests the timeline scheduled.
+    pub scheduled: Option<u64>,
+    pub completed: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    pub achieved_rate: f64,
+    pub latency: Percentiles,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesPoint {
+    /// Seconds since the start of the run.
+    pub t: u64,
+    /// Width of this point in seconds (1 unless the series was decimated).
+    pub seconds: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub requests: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    pub error_ratio: f64,
+    pub seconds: f64,
+    pub rate: f64,
+    /// Latency from the scheduled send time (coordinated omission corrected).
+    pub latency: Percentiles,
+    pub service_time: Percentiles,
+    pub send_lag: Option<Percentiles>,
+    pub operations: Vec<OpSummary>,
+    pub phases: Vec<PhaseSummary>,
+    pub series: Vec<SeriesPoint>,
+    pub interrupted: bool,
+}
+
+/// The JSON report written by `--out`.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    pub schema_version: u32,
+    pub scenario: &'a str,
+    pub description: &'a str,
+    pub seed: u64,
+    pub target: &'a str,
+    pub started_at_unix_ms: u64,
+    pub ended_at_unix_ms: u64,
+    pub summary: &'a Summary,
+    pub checks: &'a [Check],
+    pub passed: bool,
+}
+
+fn ms(value: f64) -> String {
+    crate::duration::format_latency(std::time::Duration::from_secs_f64(value / 1000.0))
+}
+
+fn right(text: impl ToString) -> Cell {
+    Cell::new(text).set_alignment(CellAlignment::Right)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.iter().copied());
+    table
+}
+
+/// Per-operation and per-phase tables.
+pub fn write_summary(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
+    let mut ops = table(&[
+        "operation",
+        "count",
+        "rate/s",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "service p99",
+        "statuses",
+        "errors",
+    ]);
+    for op in &summary.operations {
+        let mut statuses: Vec<String> = op
+            .statuses
+            .iter()
+            .map(|(code, n)| format!("{code}×{n}"))
+            .collect();
+        statuses.extend(
+            op.transport_errors
+                .iter()
+                .map(|(kind, n)| format!("{kind}×{n}")),
+        );
+        ops.add_row(vec![
+            Cell::new(&op.name),
+            right(op.count),
+            right(format!("{:.1}", op.rate)),
+            right(ms(op.latency.p50_ms)),
+            right(ms(op.latency.p90_ms)),
+            right(ms(op.latency.p99_ms)),
+            right(ms(op.latency.p999_ms)),
+            right(ms(op.latency.max_ms)),
+            right(ms(op.service_time.p99_ms)),
+            Cell::new(statuses.join(" ")),
+            right(op.errors),
+        ]);
+    }
+    ops.add_row(vec![
+        Cell::new("all"),
+        right(summary.requests),
+        right(format!("{:.1}", summary.rate)),
+        right(ms(summary.latency.p50_ms)),
+        right(ms(summary.latency.p90_ms)),
+        right(ms(summary.latency.p99_ms)),
+        right(ms(summary.latency.p999_ms)),
+        right(ms(summary.latency.max_ms)),
+        right(ms(summary.service_time.p99_ms)),
+        Cell::new(format!("dropped×{}", summary.dropped)),
+        right(summary.errors),
+    ]);
+    writeln!(out, "{ops}")?;
+
+    let mut phases = table(&[
+        "phase",
+        "executor",
+        "duration",
+        "scheduled",
+        "completed",
+        "dropped",
+        "errors",
+        "rate/s",
+        "p99",
+    ]);
+    for phase in &summary.phases {
+        phases.add_row(vec![
+            Cell::new(&phase.name),
+            Cell::new(&phase.executor),
+            right(format!("{:.1}s", phase.seconds)),
+            right(phase.scheduled.map_or("-".to_owned(), |n| n.to_string())),
+            right(phase.completed),
+            right(phase.dropped),
+            right(phase.errors),
+            right(format!("{:.1}", phase.achieved_rate)),
+            right(ms(phase.latency.p99_ms)),
+        ]);
+    }
+    writeln!(out, "{phases}")?;
+    if let Some(lag) = &summary.send_lag {
+        writeln!(
+            out,
+            "open-loop send lag: p50 {} p99 {} max {} (latency is measured from the scheduled time)",
+            ms(lag.p50_ms),
+            ms(lag.p99_ms),
+            ms(lag.max_ms)
+        )?;
+    }
+    Ok(())
+}
+
+/// The checks table: name, expected, observed, PASS/FAIL.
+pub fn write_checks(out: &mut impl Write, checks: &[Check]) -> std::io::Result<()> {
+    if checks.is_empty() {
+        return writeln!(out, "no checks in this scenario");
+    }
+    let mut table = table(&["check", "expected", "observed", "result"]);
+    for check in checks {
+        let verdict = if check.passed {
+            Cell::new("PASS").fg(Color::Green)
+        } else {
+            Cell::new("FAIL").fg(Color::Red)
+        };
+        table.add_row(vec![
+            Cell::new(&check.name),
+            Cell::new(&check.expected),
+            Cell::new(&check.observed),
+            verdict,
+        ]);
+    }
+    writeln!(out, "{table}")
+}

@@ -1,0 +1,200 @@
+//! Turns the mix into concrete requests. One `RequestGen` draws operations
+//! by weight and fills in keys, bodies and the exact status each request
+//! must get; with the same RNG seed it yields the same sequence.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use rand::{Rng, RngExt};
+
+use crate::{
+    keyspace::KeyPicker,
+    plan::{OpKind, Plan},
+};
+
+/// Header names of the service's fault injection.
+pub const FAULT_STATUS_HEADER: &str = "x-fault-status";
+pub const FAULT_DELAY_HEADER: &str = "x-fault-delay-ms";
+
+/// One request, fully decided before it is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRequest {
+    pub op: OpKind,
+    pub method: &'static str,
+    pub path: String,
+    pub body: Option<Bytes>,
+    /// `(status, delay)` asked of the service's fault injection.
+    pub fault: Option<(u16, Duration)>,
+    /// The status this request must get; anything else is an error.
+    pub expected_status: u16,
+}
+
+/// Generates requests for a plan; cheap to clone (shared delete counter).
+#[derive(Debug, Clone)]
+pub struct RequestGen {
+    cumulative: Vec<(u32, OpKind)>,
+    total_weight: u32,
+    keys: KeyPicker,
+    /// The JSON string literal every put stores (value_bytes characters).
+    value_literal: Arc<str>,
+    fault: (u16, Duration),
+    delete_pool: u64,
+    deletes: Arc<AtomicU64>,
+}
+
+impl RequestGen {
+    pub fn new(plan: &Plan, delete_pool: u64) -> Self {
+        let mut cumulative = Vec::new();
+        let mut total_weight = 0;
+        for op in OpKind::ALL {
+            let weight = plan.mix[op.index()];
+            if weight > 0 {
+                total_weight += weight;
+                cumulative.push((total_weight, op));
+            }
+        }
+        let filler: String = (0..plan.keyspace.value_bytes)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        Self {
+            cumulative,
+            total_weight,
+            keys: KeyPicker::new(&plan.keyspace, plan.seed),
+            value_literal: format!("\"{filler}\"").into(),
+            fault: (plan.fault.status, plan.fault.delay),
+            delete_pool,
+            deletes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn keys(&self) -> &KeyPicker {
+        &self.keys
+    }
+
+    /// The body that stores `key` with the scenario's value.
+    pub fn put_body(&self, key: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"key":"{key}","value":{}}}"#,
+            self.value_literal
+        ))
+    }
+
+    fn draw_op(&self, rng: &mut impl Rng) -> OpKind {
+        let ticket = rng.random_range(0..self.total_weight);
+        self.cumulative
+            .iter()
+            .find(|(upper, _)| ticket < *upper)
+            .map(|(_, op)| *op)
+            .expect("ticket below total weight")
+    }
+
+    /// The next request of the sequence.
+    pub fn next(&self, rng: &mut impl Rng) -> PlannedRequest {
+        let op = self.draw_op(rng);
+        let item = |key: String| format!("/items/{key}");
+        let (method, path, body, fault, expected_status) = match op {
+            OpKind::GetHit => (
+                "GET",
+                item(self.keys.stable_key(self.keys.pick(rng))),
+                None,
+                None,
+                200,
+            ),
+            OpKind::GetMiss => ("GET", item(self.keys.missing_key(rng)), None, None, 404),
+            OpKind::Put => {
+                let key = self.keys.stable_key(self.keys.pick(rng));
+                (
+                    "POST",
+                    "/items".to_owned(),
+                    Some(self.put_body(&key)),
+                    None,
+                    201,
+                )
+            }
+            OpKind::Delete => {
+                let index = self.deletes.fetch_add(1, Ordering::Relaxed);
+                let expected = if index < self.delete_pool { 204 } else { 404 };
+                (
+                    "DELETE",
+                    item(self.keys.delete_key(index)),
+                    None,
+                    None,
+                    expected,
+                )
+            }
+            OpKind::List => ("GET", "/items?limit=100".to_owned(), None, None, 200),
+            OpKind::Root => ("GET", "/".to_owned(), None, None, 200),
+            OpKind::Fault => {
+                let key = self.keys.stable_key(self.keys.pick(rng));
+                ("GET", item(key), None, Some(self.fault), self.fault.0)
+            }
+        };
+        PlannedRequest {
+            op,
+            method,
+            path,
+            body,
+            fault,
+            expected_status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{rngs::StdRng, SeedableRng};
+
+    use super::*;
+
+    fn plan(seed: u64) -> Plan {
+        crate::scenario::parse(
+            "t",
+            &format!(
+                "seed = {seed}\n[keyspace]\npreload = 100\n[mix]\nget_hit = 5\nget_miss = 2\nput = 1\ndelete = 1\nlist = 1\nroot = 1\nfault = 1\n[[phases]]\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n"
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn sequence(seed: u64) -> Vec<PlannedRequest> {
+        let plan = plan(seed);
+        let generator = RequestGen::new(&plan, 10);
+        let mut rng = StdRng::seed_from_u64(plan.seed);
+        (0..500).map(|_| generator.next(&mut rng)).collect()
+    }
+
+    #[test]
+    fn same_seed_same_sequence() {
+        assert_eq!(sequence(7), sequence(7));
+        assert_ne!(sequence(7), sequence(8));
+    }
+
+    #[test]
+    fn expected_statuses_follow_the_key_families() {
+        let requests = sequence(3);
+        for request in &requests {
+            let expected = match request.op {
+                OpKind::GetHit | OpKind::List | OpKind::Root => 200,
+                OpKind::GetMiss => 404,
+                OpKind::Put => 201,
+                OpKind::Fault => 500,
+                OpKind::Delete => request.expected_status,
+            };
+            assert_eq!(request.expected_status, expected, "{request:?}");
+        }
+        let deletes: Vec<u16> = requests
+            .iter()
+            .filter(|r| r.op == OpKind::Delete)
+            .map(|r| r.expected_status)
+            .collect();
+        assert!(deletes.len() > 10);
+        assert!(deletes[..10].iter().all(|s| *s == 204) && deletes[10..].iter().all(|s| *s == 404));
+    }
+}

@@ -1,0 +1,240 @@
+//! `loadgen run`: preflight, preload, the phases in order, then the summary,
+//! the checks and the report. Server-side verification plugs in through
+//! [`crate::verify`].
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    aggregate::{self, Aggregator},
+    check::{self, Check},
+    client::{self, Target},
+    executor::{self, PhaseContext},
+    plan::{Executor, OpKind, Plan},
+    preload,
+    progress::Progress,
+    report::{self, Report, Summary},
+    request::RequestGen,
+    Exit,
+};
+
+/// Options of `loadgen run` beyond the scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub target: String,
+    pub prometheus: String,
+    pub seed: Option<u64>,
+    pub out: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// Everything a finished (or interrupted) run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    pub summary: Summary,
+    pub checks: Vec<Check>,
+    pub exit: Exit,
+}
+
+/// Upper bound of the delete pool for closed-loop phases, whose request
+/// count is not known in advance (deletes past the pool expect 404).
+const CLOSED_LOOP_DELETE_POOL: f64 = 20_000.0;
+
+/// Size of the deletable-key pool: enough for every delete an open-loop
+/// phase schedules (with margin), a fixed budget for closed-loop phases.
+fn delete_pool_size(plan: &Plan) -> u64 {
+    let total: u32 = plan.mix.iter().sum();
+    let share = f64::from(plan.mix[OpKind::Delete.index()]) / f64::from(total.max(1));
+    if share == 0.0 {
+        return 0;
+    }
+    let expected: f64 = plan
+        .phases
+        .iter()
+        .map(|phase| match &phase.executor {
+            Executor::ConstantArrivalRate { rate, duration } => {
+                rate * duration.as_secs_f64() * share
+            }
+            Executor::RampingArrivalRate { start_rate, stages } => {
+                executor::RampingArrivalRate::new(*start_rate, stages).total() * share
+            }
+            _ => CLOSED_LOOP_DELETE_POOL,
+        })
+        .sum();
+    (expected * 1.2 + 16.0).min(200_000.0).ceil() as u64
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Hooks for server-side verification around the measured window.
+#[allow(async_fn_in_trait)]
+pub trait Verifier {
+    /// Called right before the first phase.
+    async fn before(&mut self) -> anyhow::Result<()>;
+    /// Called after the last phase with the client's view of the run.
+    async fn after(
+        &mut self,
+        window: (SystemTime, SystemTime),
+        aggregator: &Aggregator,
+        summary: &Summary,
+    ) -> anyhow::Result<Vec<Check>>;
+}
+
+/// No server-side checks.
+pub struct NoVerifier;
+
+impl Verifier for NoVerifier {
+    async fn before(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn after(
+        &mut self,
+        _: (SystemTime, SystemTime),
+        _: &Aggregator,
+        _: &Summary,
+    ) -> anyhow::Result<Vec<Check>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Runs `plan` and prints the summary and checks to `out`.
+pub async fn run(
+    mut plan: Plan,
+    options: &RunOptions,
+    verifier: &mut impl Verifier,
+    cancel: CancellationToken,
+    out: &mut impl Write,
+) -> anyhow::Result<RunResult> {
+    if let Some(seed) = options.seed {
+        plan.seed = seed;
+    }
+    let target = Arc::new(Target::resolve(&options.target).await?);
+    client::preflight(&target).await?;
+    let delete_pool = delete_pool_size(&plan);
+    let requests = RequestGen::new(&plan, delete_pool);
+    let mut progress = Progress::new(!options.quiet);
+    preload::preload(
+        Arc::clone(&target),
+        &requests,
+        plan.keyspace.preload,
+        delete_pool,
+        plan.request_timeout,
+        &mut progress,
+    )
+    .await
+    .context("preload")?;
+    verifier.before().await?;
+
+    let (events, receiver) = mpsc::channel(64 * 1024);
+    let names = plan.phases.iter().map(|phase| phase.name.clone()).collect();
+    let aggregator_task = tokio::spawn(aggregate::run(
+        Aggregator::new(&plan, progress),
+        receiver,
+        names,
+        cancel.clone(),
+    ));
+    let started = SystemTime::now();
+    for (index, phase) in plan.phases.iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        executor::run_phase(PhaseContext {
+            index,
+            phase: phase.clone(),
+            target: Arc::clone(&target),
+            requests: requests.clone(),
+            seed: plan.seed,
+            timeout: plan.request_timeout,
+            events: events.clone(),
+            cancel: cancel.clone(),
+        })
+        .await;
+    }
+    drop(events);
+    let ended = SystemTime::now();
+    let mut aggregator = aggregator_task.await.context("aggregator task")?;
+    let fatal = aggregator.fatal();
+    let interrupted = cancel.is_cancelled() && fatal.is_none();
+
+    let summary = aggregator.summary(&plan, interrupted);
+    let mut checks = Vec::new();
+    if !interrupted && fatal.is_none() {
+        checks.extend(check::client_checks(&plan.expect.client, &summary));
+        checks.extend(
+            verifier
+                .after((started, ended), &aggregator, &summary)
+                .await?,
+        );
+    }
+
+    writeln!(
+        out,
+        "scenario {} (seed {}) against {}",
+        plan.name, plan.seed, target.base
+    )?;
+    if !options.quiet {
+        report::write_summary(out, &summary)?;
+    }
+    report::write_checks(out, &checks)?;
+    let passed = checks.iter().all(|check| check.passed);
+    let exit = if let Some(message) = fatal {
+        writeln!(out, "error: {message}")?;
+        Exit::Error
+    } else if interrupted {
+        writeln!(
+            out,
+            "interrupted: partial results above, checks not evaluated"
+        )?;
+        Exit::Interrupted
+    } else if passed {
+        writeln!(out, "PASS: all {} checks passed", checks.len())?;
+        Exit::Pass
+    } else {
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
+        writeln!(
+            out,
+            "FAIL: {} of {} checks failed: {}",
+            failed.len(),
+            checks.len(),
+            failed.join(", ")
+        )?;
+        Exit::CheckFailed
+    };
+    if let Some(path) = &options.out {
+        let report = Report {
+            schema_version: report::SCHEMA_VERSION,
+            scenario: &plan.name,
+            description: &plan.description,
+            seed: plan.seed,
+            target: &target.base,
+            started_at_unix_ms: unix_ms(started),
+            ended_at_unix_ms: unix_ms(ended),
+            summary: &summary,
+            checks: &checks,
+            passed: exit == Exit::Pass,
+        };
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    Ok(RunResult {
+        summary,
+        checks,
+        exit,
+    })
+}
