@@ -15,11 +15,14 @@ pub mod keyspace;
 pub mod plan;
 pub mod preload;
 pub mod progress;
+pub mod prometheus;
+pub mod reconcile;
 pub mod report;
 pub mod request;
 pub mod runner;
 pub mod sample;
 pub mod scenario;
+pub mod verify;
 
 use std::io::Write;
 
@@ -80,7 +83,12 @@ async fn dispatch(
                 out: report,
                 quiet,
             };
-            let result = runner::run(plan, &options, &mut runner::NoVerifier, cancel, out).await?;
+            let mut verifier = verify::ServerVerifier::new(
+                &options.target,
+                &options.prometheus,
+                plan.expect.clone(),
+            );
+            let result = runner::run(plan, &options, &mut verifier, cancel, out).await?;
             Ok(result.exit)
         }
         Command::Check { scenarios } => {

@@ -89,22 +89,9 @@ pub trait Verifier {
         aggregator: &Aggregator,
         summary: &Summary,
     ) -> anyhow::Result<Vec<Check>>;
-}
-
-/// No server-side checks.
-pub struct NoVerifier;
-
-impl Verifier for NoVerifier {
-    async fn before(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-    async fn after(
-        &mut self,
-        _: (SystemTime, SystemTime),
-        _: &Aggregator,
-        _: &Summary,
-    ) -> anyhow::Result<Vec<Check>> {
-        Ok(Vec::new())
+    /// Extra explanations to print under the checks (e.g. a diff table).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -187,6 +174,9 @@ pub async fn run(
         report::write_summary(out, &summary)?;
     }
     report::write_checks(out, &checks)?;
+    for note in verifier.notes() {
+        writeln!(out, "{note}")?;
+    }
     let passed = checks.iter().all(|check| check.passed);
     let exit = if let Some(message) = fatal {
         writeln!(out, "error: {message}")?;

@@ -83,8 +83,21 @@ impl fmt::Display for ScenarioErrors {
 
 impl std::error::Error for ScenarioErrors {}
 
-/// The closest candidate within a small edit distance, for "did you mean".
+/// The closest candidate, for "did you mean": first one that contains every
+/// word of the input (`constant-rate` → `constant-arrival-rate`), else the
+/// nearest within a small edit distance.
 pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let words = |text: &'a str| text.split(['-', '_']).filter(|w| !w.is_empty());
+    let wanted: Vec<&str> = word.split(['-', '_']).filter(|w| !w.is_empty()).collect();
+    if wanted.len() > 1 {
+        let containing = candidates
+            .iter()
+            .filter(|candidate| wanted.iter().all(|w| words(candidate).any(|c| c == *w)))
+            .min_by_key(|candidate| words(candidate).count());
+        if let Some(found) = containing {
+            return Some(found);
+        }
+    }
     candidates
         .iter()
         .map(|candidate| (edit_distance(word, candidate), *candidate))
