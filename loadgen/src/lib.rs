@@ -6,6 +6,7 @@
 //! same function with their own output buffer and cancellation token.
 
 pub mod aggregate;
+pub mod alert_plan;
 pub mod check;
 pub mod cli;
 pub mod client;
@@ -23,6 +24,9 @@ pub mod runner;
 pub mod sample;
 pub mod scenario;
 pub mod verify;
+pub mod verify_alerts;
+pub mod verify_dashboard;
+pub mod webhook;
 
 use std::io::Write;
 
@@ -112,8 +116,33 @@ async fn dispatch(
                 anyhow::bail!("{}", failed.join("\n\n"))
             }
         }
-        Command::VerifyAlerts { .. } | Command::VerifyDashboard { .. } => {
-            anyhow::bail!("not implemented yet")
+        Command::VerifyAlerts {
+            target,
+            prometheus,
+            alertmanager,
+            webhook_listen,
+            plan,
+        } => {
+            let plan = match plan {
+                Some(path) => alert_plan::AlertPlan::load(&path)?,
+                None => alert_plan::AlertPlan::default(),
+            };
+            let options = verify_alerts::VerifyAlertsOptions {
+                target: target.target,
+                prometheus: prometheus.prometheus,
+                alertmanager,
+                webhook_listen,
+                plan,
+                quiet_output: false,
+            };
+            verify_alerts::run(options, cancel, out).await
+        }
+        Command::VerifyDashboard {
+            prometheus,
+            dashboards,
+        } => {
+            let prometheus = prometheus::Prometheus::new(&prometheus.prometheus);
+            verify_dashboard::run(&prometheus, &dashboards, out).await
         }
     }
 }

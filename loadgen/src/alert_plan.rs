@@ -1,0 +1,255 @@
+//! What `verify-alerts` checks and how hard it pushes: the alert names, the
+//! traffic rates and, from the rules Prometheus actually loaded, each
+//! alert's threshold, window and `for` — so deadlines follow the rules
+//! instead of hard-coded guesses.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::prometheus::{parse_prom_duration, RuleGroup};
+
+/// `--plan FILE` (TOML); every field is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertPlan {
+    /// Alerts that a warning-level 5xx rate must fire.
+    pub warning_alerts: Vec<String>,
+    /// Alerts that only the escalated rate may fire.
+    pub critical_alerts: Vec<String>,
+    /// Normal requests per second (200, 201 and 404 responses).
+    pub normal_rate: f64,
+    /// 5xx per second of the warning step (default: between the thresholds).
+    pub warning_error_rate: Option<f64>,
+    /// 5xx per second of the escalation (default: twice the critical threshold).
+    pub critical_error_rate: Option<f64>,
+    /// Length of the quiet step (default: derived from the rule intervals).
+    pub quiet: Option<String>,
+    /// Status of the injected errors.
+    pub fault_status: u16,
+}
+
+impl Default for AlertPlan {
+    fn default() -> Self {
+        Self {
+            warning_alerts: vec!["HighErrorRate".into(), "ErrorBurst".into()],
+            critical_alerts: vec!["CriticalErrorRate".into()],
+            normal_rate: 10.0,
+            warning_error_rate: None,
+            critical_error_rate: None,
+            quiet: None,
+            fault_status: 500,
+        }
+    }
+}
+
+impl AlertPlan {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+        toml::from_str(&text).map_err(|err| {
+            let position = err.span().map(|span| {
+                let (line, col) = crate::scenario::diagnostic::line_col(&text, span.start);
+                format!(":{line}:{col}")
+            });
+            anyhow::anyhow!(
+                "{}{}: {}",
+                path.display(),
+                position.unwrap_or_default(),
+                err.message()
+            )
+        })
+    }
+
+    pub fn all_alerts(&self) -> impl Iterator<Item = &String> {
+        self.warning_alerts.iter().chain(&self.critical_alerts)
+    }
+}
+
+/// An alert rule as loaded in Prometheus, reduced to what deadlines need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    pub name: String,
+    /// Threshold as a 5xx rate per second.
+    pub threshold_rate: f64,
+    /// Longest range selector the alert depends on (through recording rules).
+    pub window: Duration,
+    pub for_duration: Duration,
+    pub eval_interval: Duration,
+}
+
+/// The number after the last `>` of an expression (`... > 0.1`).
+fn threshold(query: &str) -> Option<f64> {
+    let after = query.rsplit_once('>')?.1.trim_start_matches('=').trim();
+    let number: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == 'e' || *c == '-')
+        .collect();
+    number.parse().ok()
+}
+
+/// The longest `[range]` in `query`.
+fn longest_range(query: &str) -> Option<Duration> {
+    query
+        .split('[')
+        .skip(1)
+        .filter_map(|part| {
+            part.split_once(']')
+                .and_then(|(range, _)| parse_prom_duration(range.split(':').next()?))
+        })
+        .max()
+}
+
+/// Finds `names` among the loaded rules and derives their parameters.
+pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>, String> {
+    let records: BTreeMap<&str, &str> = groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .filter(|r| r.kind == "recording")
+        .map(|r| (r.name.as_str(), r.query.as_str()))
+        .collect();
+    names
+        .iter()
+        .map(|name| {
+            let (group, rule) = groups
+                .iter()
+                .flat_map(|g| g.rules.iter().map(move |r| (g, r)))
+                .find(|(_, r)| r.kind == "alerting" && &r.name == *name)
+                .ok_or_else(|| format!("alert rule {name} is not loaded in Prometheus"))?;
+            // Expand recording rules the alert uses (two levels suffice here).
+            let mut expanded = rule.query.clone();
+            for _ in 0..2 {
+                let uses: Vec<&str> = records
+                    .iter()
+                    .filter(|(r, _)| expanded.contains(**r))
+                    .map(|(_, q)| *q)
+                    .collect();
+                for query in uses {
+                    expanded.push('\n');
+                    expanded.push_str(query);
+                }
+            }
+            let window = longest_range(&expanded).unwrap_or(Duration::from_secs(60));
+            let mut threshold = threshold(&rule.query).ok_or_else(|| {
+                format!(
+                    "cannot find the threshold (`> N`) of {name}: {}",
+                    rule.query
+                )
+            })?;
+            // A count over the window (`increase`) becomes a rate.
+            if expanded.contains("increase(") {
+                threshold /= window.as_secs_f64();
+            }
+            Ok(AlertRule {
+                name: (*name).clone(),
+                threshold_rate: threshold,
+                window,
+                for_duration: Duration::from_secs_f64(rule.duration),
+                eval_interval: Duration::from_secs_f64(group.interval),
+            })
+        })
+        .collect()
+}
+
+/// How long an alert may take to fire at `rate` 5xx/s: the 1m rate climbs
+/// linearly from 0, crossing the threshold after `window × threshold/rate`;
+/// then `for`; plus evaluation, two scrapes and a margin.
+pub fn fire_deadline(rule: &AlertRule, rate: f64, scrape: Duration) -> Duration {
+    let cross = rule.window.as_secs_f64() * (rule.threshold_rate / rate).min(1.0);
+    Duration::from_secs(cross.ceil() as u64)
+        + rule.for_duration
+        + rule.eval_interval * 2
+        + scrape * 2
+        + Duration::from_secs(15)
+}
+
+/// How long an alert may take to resolve once errors stop: the window
+/// empties, plus evaluation, two scrapes and a margin.
+pub fn resolve_deadline(rule: &AlertRule, scrape: Duration) -> Duration {
+    rule.window + rule.eval_interval * 2 + scrape * 2 + Duration::from_secs(15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prometheus::Rule;
+
+    fn rule(name: &str, query: &str, kind: &str, duration: f64) -> Rule {
+        Rule {
+            name: name.into(),
+            query: query.into(),
+            kind: kind.into(),
+            health: "ok".into(),
+            last_error: None,
+            duration,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn derives_parameters_through_recording_rules() {
+        let groups = vec![RuleGroup {
+            name: "g".into(),
+            file: String::new(),
+            interval: 5.0,
+            rules: vec![
+                rule(
+                    "job:http_requests_5xx:rate1m",
+                    "sum by (job) (rate(http_requests_total{status_code=~\"5..\"}[1m]))",
+                    "recording",
+                    0.0,
+                ),
+                rule(
+                    "job:http_requests_5xx:increase2m",
+                    "sum by (job) (increase(http_requests_total{status_code=~\"5..\"}[2m]))",
+                    "recording",
+                    0.0,
+                ),
+                rule(
+                    "HighErrorRate",
+                    "job:http_requests_5xx:rate1m > 0.1",
+                    "alerting",
+                    60.0,
+                ),
+                rule(
+                    "ErrorBurst",
+                    "job:http_requests_5xx:increase2m > 12",
+                    "alerting",
+                    60.0,
+                ),
+            ],
+        }];
+        let high = "HighErrorRate".to_owned();
+        let burst = "ErrorBurst".to_owned();
+        let rules = resolve(&groups, &[&high, &burst]).unwrap();
+        assert_eq!(rules[0].threshold_rate, 0.1);
+        assert_eq!(rules[0].window, Duration::from_secs(60));
+        assert_eq!(rules[0].for_duration, Duration::from_secs(60));
+        assert_eq!(rules[1].threshold_rate, 0.1, "12 in 2m is 0.1/s");
+        assert_eq!(rules[1].window, Duration::from_secs(120));
+        let missing = "Nope".to_owned();
+        assert!(resolve(&groups, &[&missing])
+            .unwrap_err()
+            .contains("not loaded"));
+    }
+
+    #[test]
+    fn deadlines_follow_the_rule() {
+        let rule = AlertRule {
+            name: "x".into(),
+            threshold_rate: 0.1,
+            window: Duration::from_secs(60),
+            for_duration: Duration::from_secs(60),
+            eval_interval: Duration::from_secs(5),
+        };
+        // 0.3/s crosses 0.1/s after 20 s; + 60 s for + 10 s eval + 10 s scrape + 15 s.
+        assert_eq!(
+            fire_deadline(&rule, 0.3, Duration::from_secs(5)),
+            Duration::from_secs(115)
+        );
+        assert_eq!(
+            resolve_deadline(&rule, Duration::from_secs(5)),
+            Duration::from_secs(95)
+        );
+    }
+}

@@ -1,0 +1,753 @@
+//! `loadgen verify-alerts`: drives the error alerts through their whole
+//! life against the real stack and times every transition.
+//!
+//! Steps (SPEC §8): preflight (rules healthy, targets up, alerts loaded,
+//! fault injection on) → quiet (normal 200/201/404 traffic fires nothing) →
+//! warning (5xx between the thresholds fire the warning alerts, not the
+//! critical one) → escalation (the critical alert fires) → delivery (all in
+//! Alertmanager and received by our webhook) → resolve (errors stop,
+//! everything resolves). Each deadline comes from the rule's window and
+//! `for` as loaded in Prometheus.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    alert_plan::{fire_deadline, resolve, resolve_deadline, AlertPlan, AlertRule},
+    check::Check,
+    client::{send_with, Target},
+    plan::OpKind,
+    progress::Progress,
+    prometheus::{parse_prom_duration, Alertmanager, Prometheus},
+    request::PlannedRequest,
+    webhook::{self, Inbox},
+    Exit,
+};
+
+const POLL: Duration = Duration::from_secs(1);
+
+/// Options of `verify-alerts`.
+pub struct VerifyAlertsOptions {
+    pub target: String,
+    pub prometheus: String,
+    pub alertmanager: String,
+    pub webhook_listen: String,
+    pub plan: AlertPlan,
+    pub quiet_output: bool,
+}
+
+/// When each transition of one alert was first seen: `(step, seconds)`.
+#[derive(Debug, Default, Clone)]
+struct Times {
+    pending: Option<(&'static str, f64)>,
+    firing: Option<(&'static str, f64)>,
+    in_alertmanager: Option<(&'static str, f64)>,
+    delivered: Option<(&'static str, f64)>,
+    resolved: Option<(&'static str, f64)>,
+    delivered_resolved: Option<(&'static str, f64)>,
+}
+
+/// Current rates of the background traffic, per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rates {
+    normal: f64,
+    errors: f64,
+}
+
+/// Polls Prometheus, Alertmanager and the webhook inbox and keeps the timeline.
+struct Observer {
+    prometheus: Prometheus,
+    alertmanager: Alertmanager,
+    inbox: Inbox,
+    names: Vec<String>,
+    times: BTreeMap<String, Times>,
+    step: &'static str,
+    step_started: Instant,
+    /// Prometheus state of each alert at the last poll.
+    states: BTreeMap<String, String>,
+    seen_deliveries: usize,
+}
+
+impl Observer {
+    fn begin(&mut self, step: &'static str) {
+        self.step = step;
+        self.step_started = Instant::now();
+    }
+
+    fn stamp(&self) -> (&'static str, f64) {
+        (self.step, self.step_started.elapsed().as_secs_f64())
+    }
+
+    async fn poll(&mut self) -> anyhow::Result<()> {
+        let stamp = self.stamp();
+        let alerts = self.prometheus.alerts().await?;
+        self.states.clear();
+        for alert in alerts
+            .iter()
+            .filter(|a| self.names.iter().any(|n| n == a.name()))
+        {
+            let state = self.states.entry(alert.name().to_owned()).or_default();
+            if state.as_str() != "firing" {
+                *state = alert.state.clone();
+            }
+        }
+        for name in &self.names {
+            let times = self.times.entry(name.clone()).or_default();
+            match self.states.get(name).map(String::as_str) {
+                Some("pending") => {
+                    times.pending.get_or_insert(stamp);
+                }
+                Some("firing") => {
+                    times.pending.get_or_insert(stamp);
+                    times.firing.get_or_insert(stamp);
+                }
+                _ if times.firing.is_some() => {
+                    times.resolved.get_or_insert(stamp);
+                }
+                _ => {}
+            }
+        }
+        for alert in self.alertmanager.alerts().await? {
+            if let Some(times) = self.times.get_mut(alert.name()) {
+                times.in_alertmanager.get_or_insert(stamp);
+            }
+        }
+        let deliveries = self.inbox.deliveries();
+        for delivery in &deliveries[self.seen_deliveries.min(deliveries.len())..] {
+            if let Some(times) = self.times.get_mut(&delivery.alertname) {
+                let at = (
+                    self.step,
+                    delivery
+                        .at
+                        .saturating_duration_since(self.step_started)
+                        .as_secs_f64(),
+                );
+                if delivery.status == "firing" {
+                    times.delivered.get_or_insert(at);
+                } else if times.delivered.is_some() {
+                    times.delivered_resolved.get_or_insert(at);
+                }
+            }
+        }
+        self.seen_deliveries = deliveries.len();
+        Ok(())
+    }
+
+    fn state(&self, name: &str) -> &str {
+        self.states.get(name).map_or("inactive", String::as_str)
+    }
+
+    fn active(&self, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| self.state(n) != "inactive")
+            .map(|n| format!("{n} ({})", self.state(n)))
+            .collect()
+    }
+}
+
+/// Sends normal traffic and injected errors at the rates on `rates`.
+fn spawn_traffic(
+    target: Arc<Target>,
+    rates: watch::Receiver<Rates>,
+    fault_status: u16,
+    stop: CancellationToken,
+) {
+    let requests = |error: bool| -> Vec<PlannedRequest> {
+        let get = |path: &str, expected| PlannedRequest {
+            op: OpKind::GetHit,
+            method: "GET",
+            path: path.into(),
+            body: None,
+            fault: None,
+            expected_status: expected,
+        };
+        if error {
+            return vec![PlannedRequest {
+                fault: Some((fault_status, Duration::ZERO)),
+                expected_status: fault_status,
+                ..get("/", 0)
+            }];
+        }
+        vec![
+            get("/items/verify-alerts:hit", 200),
+            get("/items/verify-alerts:missing", 404),
+            PlannedRequest {
+                op: OpKind::Put,
+                method: "POST",
+                path: "/items".into(),
+                body: Some(r#"{"key":"verify-alerts:hit","value":"v"}"#.into()),
+                fault: None,
+                expected_status: 201,
+            },
+            get("/", 200),
+        ]
+    };
+    for error in [false, true] {
+        let (target, mut rates, stop, sequence) = (
+            Arc::clone(&target),
+            rates.clone(),
+            stop.clone(),
+            requests(error),
+        );
+        tokio::spawn(async move {
+            let mut connection = None;
+            let mut next = 0usize;
+            loop {
+                let rate = if error {
+                    rates.borrow().errors
+                } else {
+                    rates.borrow().normal
+                };
+                if rate <= 0.0 {
+                    tokio::select! {
+                        changed = rates.changed() => if changed.is_err() { return },
+                        () = stop.cancelled() => return,
+                    }
+                    continue;
+                }
+                let request = &sequence[next % sequence.len()];
+                next += 1;
+                let _ = send_with(&mut connection, &target, request, Duration::from_secs(5)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs_f64(1.0 / rate)) => {}
+                    _ = rates.changed() => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+struct Run {
+    observer: Observer,
+    checks: Vec<Check>,
+    progress: Progress,
+    cancel: CancellationToken,
+}
+
+impl Run {
+    /// Polls until `done` or the deadline; returns whether `done` happened.
+    async fn wait(
+        &mut self,
+        deadline: Duration,
+        mut done: impl FnMut(&Observer) -> bool,
+        mut violated: impl FnMut(&Observer) -> Option<String>,
+    ) -> anyhow::Result<Result<f64, String>> {
+        self.progress
+            .start(self.observer.step, deadline.as_millis() as u64, true);
+        loop {
+            self.observer.poll().await?;
+            let elapsed = self.observer.step_started.elapsed();
+            self.progress.set_position(elapsed.as_millis() as u64);
+            self.progress.set_message(format!(
+                "{:.0}s  {}",
+                deadline.as_secs_f64(),
+                self.observer
+                    .times
+                    .keys()
+                    .map(|n| format!("{n}: {}", self.observer.state(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            if let Some(violation) = violated(&self.observer) {
+                self.progress.finish();
+                return Ok(Err(violation));
+            }
+            if done(&self.observer) {
+                self.progress.finish();
+                return Ok(Ok(elapsed.as_secs_f64()));
+            }
+            if elapsed >= deadline {
+                self.progress.finish();
+                return Ok(Err(format!(
+                    "deadline of {:.0}s passed",
+                    deadline.as_secs_f64()
+                )));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = self.cancel.cancelled() => anyhow::bail!(Interrupted),
+            }
+        }
+    }
+
+    fn record(&mut self, name: String, expected: String, outcome: Result<f64, String>) -> bool {
+        let passed = outcome.is_ok();
+        let observed = match outcome {
+            Ok(seconds) => format!("after {seconds:.1}s"),
+            Err(why) => why,
+        };
+        self.checks
+            .push(Check::new(name, expected, observed, passed));
+        passed
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
+
+async fn preflight(
+    prometheus: &Prometheus,
+    alertmanager: &Alertmanager,
+    target: &Target,
+    plan: &AlertPlan,
+) -> anyhow::Result<(Vec<AlertRule>, Duration, Vec<Check>)> {
+    let mut checks = Vec::new();
+    let groups = prometheus.rules().await?;
+    let unhealthy: Vec<String> = groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .filter(|r| r.health != "ok" || r.last_error.as_deref().is_some_and(|e| !e.is_empty()))
+        .map(|r| {
+            format!(
+                "{}: {} {}",
+                r.name,
+                r.health,
+                r.last_error.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    checks.push(Check::new(
+        "preflight: every rule healthy",
+        "health ok, no lastError",
+        if unhealthy.is_empty() {
+            format!(
+                "{} rules ok",
+                groups.iter().map(|g| g.rules.len()).sum::<usize>()
+            )
+        } else {
+            unhealthy.join("; ")
+        },
+        unhealthy.is_empty(),
+    ));
+    let targets = prometheus.targets().await?;
+    let down: Vec<String> = targets
+        .iter()
+        .filter(|t| t.health != "up")
+        .map(|t| format!("{} {} ({})", t.job(), t.health, t.last_error))
+        .collect();
+    let service_scraped = targets.iter().any(|t| t.job() == "items-service");
+    checks.push(Check::new(
+        "preflight: every target up",
+        "all up, items-service among them",
+        if down.is_empty() {
+            format!("{} targets up", targets.len())
+        } else {
+            down.join("; ")
+        },
+        down.is_empty() && service_scraped,
+    ));
+    let names: Vec<&String> = plan.all_alerts().collect();
+    let rules = match resolve(&groups, &names) {
+        Ok(rules) => {
+            checks.push(Check::new(
+                "preflight: alert rules loaded",
+                names
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "all loaded",
+                true,
+            ));
+            rules
+        }
+        Err(why) => {
+            checks.push(Check::new(
+                "preflight: alert rules loaded",
+                "all loaded",
+                why,
+                false,
+            ));
+            Vec::new()
+        }
+    };
+    let scrape = targets
+        .iter()
+        .find(|t| t.job() == "items-service")
+        .and_then(|t| parse_prom_duration(&t.scrape_interval))
+        .unwrap_or(Duration::from_secs(15));
+    alertmanager.alerts().await?;
+    // The service must honour fault injection, or nothing will fire.
+    let probe = PlannedRequest {
+        op: OpKind::Fault,
+        method: "GET",
+        path: "/healthz".into(),
+        body: None,
+        fault: Some((plan.fault_status, Duration::ZERO)),
+        expected_status: plan.fault_status,
+    };
+    let status = send_with(&mut None, target, &probe, Duration::from_secs(3)).await;
+    checks.push(Check::new(
+        "preflight: fault injection enabled",
+        format!("X-Fault-Status: {} answered", plan.fault_status),
+        match status {
+            Ok(code) => format!("HTTP {code}"),
+            Err(err) => format!("no answer ({})", err.name()),
+        },
+        status == Ok(plan.fault_status),
+    ));
+    Ok((rules, scrape, checks))
+}
+
+/// Picks the warning and critical 5xx rates, unless the plan gives them.
+fn choose_rates(plan: &AlertPlan, rules: &[AlertRule]) -> anyhow::Result<(f64, f64)> {
+    let threshold = |names: &[String], pick: fn(f64, f64) -> f64, start: f64| {
+        rules
+            .iter()
+            .filter(|r| names.contains(&r.name))
+            .map(|r| r.threshold_rate)
+            .fold(start, pick)
+    };
+    let warning_top = threshold(&plan.warning_alerts, f64::max, 0.0);
+    let critical_bottom = threshold(&plan.critical_alerts, f64::min, f64::INFINITY);
+    let warning = plan
+        .warning_error_rate
+        .unwrap_or((warning_top + critical_bottom) / 2.0);
+    let critical = plan.critical_error_rate.unwrap_or(critical_bottom * 2.0);
+    anyhow::ensure!(
+        warning > warning_top * 1.2 && warning < critical_bottom / 1.1 && critical > critical_bottom * 1.2,
+        "cannot choose rates: warning thresholds go up to {warning_top:.3}/s and the critical threshold is {critical_bottom:.3}/s; \
+         set warning_error_rate and critical_error_rate in --plan"
+    );
+    Ok((warning, critical))
+}
+
+fn timeline(times: &BTreeMap<String, Times>) -> Table {
+    let show =
+        |at: Option<(&str, f64)>| at.map_or("-".to_owned(), |(step, s)| format!("{step} +{s:.1}s"));
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "alert",
+        "pending",
+        "firing",
+        "in Alertmanager",
+        "webhook firing",
+        "resolved",
+        "webhook resolved",
+    ]);
+    for (name, t) in times {
+        table.add_row(vec![
+            name.clone(),
+            show(t.pending),
+            show(t.firing),
+            show(t.in_alertmanager),
+            show(t.delivered),
+            show(t.resolved),
+            show(t.delivered_resolved),
+        ]);
+    }
+    table
+}
+
+pub async fn run(
+    options: VerifyAlertsOptions,
+    cancel: CancellationToken,
+    out: &mut impl Write,
+) -> anyhow::Result<Exit> {
+    let prometheus = Prometheus::new(&options.prometheus);
+    let alertmanager = Alertmanager::new(&options.alertmanager);
+    let target = Arc::new(Target::resolve(&options.target).await?);
+    crate::client::preflight(&target).await?;
+    let plan = options.plan;
+    let (rules, scrape, mut checks) = preflight(&prometheus, &alertmanager, &target, &plan).await?;
+    if checks.iter().any(|c| !c.passed) {
+        crate::report::write_checks(out, &checks)?;
+        writeln!(out, "FAIL: preflight failed; nothing was sent")?;
+        return Ok(Exit::CheckFailed);
+    }
+    let (warning_rate, critical_rate) = choose_rates(&plan, &rules)?;
+    let stop = CancellationToken::new();
+    let (inbox, webhook_addr) = webhook::listen(&options.webhook_listen, stop.clone()).await?;
+    let (rates_tx, rates_rx) = watch::channel(Rates {
+        normal: 0.0,
+        errors: 0.0,
+    });
+    spawn_traffic(
+        Arc::clone(&target),
+        rates_rx,
+        plan.fault_status,
+        stop.clone(),
+    );
+    let _stop_traffic = stop.clone().drop_guard();
+
+    let names: Vec<String> = plan.all_alerts().cloned().collect();
+    let rule = |name: &String| {
+        rules
+            .iter()
+            .find(|r| &r.name == name)
+            .expect("resolved in preflight")
+    };
+    let max_eval = rules
+        .iter()
+        .map(|r| r.eval_interval)
+        .max()
+        .unwrap_or(Duration::from_secs(5));
+    let quiet = match &plan.quiet {
+        Some(text) => {
+            crate::duration::parse(text).map_err(|e| anyhow::anyhow!("--plan quiet: {e}"))?
+        }
+        None => (max_eval * 2 + scrape * 2 + Duration::from_secs(10)).max(Duration::from_secs(30)),
+    };
+    writeln!(
+        out,
+        "verify-alerts: normal {:.1} req/s; warning {warning_rate:.3} 5xx/s; critical {critical_rate:.3} 5xx/s; webhook on {webhook_addr}",
+        plan.normal_rate
+    )?;
+    let mut run = Run {
+        observer: Observer {
+            prometheus,
+            alertmanager,
+            inbox,
+            names: names.clone(),
+            times: names
+                .iter()
+                .map(|n| (n.clone(), Times::default()))
+                .collect(),
+            step: "clear",
+            step_started: Instant::now(),
+            states: BTreeMap::new(),
+            seen_deliveries: 0,
+        },
+        checks: Vec::new(),
+        progress: Progress::new(!options.quiet_output),
+        cancel: cancel.clone(),
+    };
+    let resolve_all = names
+        .iter()
+        .map(|n| resolve_deadline(rule(n), scrape))
+        .max()
+        .unwrap_or_default();
+
+    let outcome = async {
+        // Leftovers of an earlier run would make every step lie.
+        run.observer.begin("clear");
+        let all = names.clone();
+        let clear = run
+            .wait(resolve_all, |o| o.active(&all).is_empty(), |_| None)
+            .await?;
+        if !run.record(
+            "clear: no error alert active at the start".into(),
+            "none pending or firing".into(),
+            clear,
+        ) {
+            return anyhow::Ok(());
+        }
+        run.observer.times = names
+            .iter()
+            .map(|n| (n.clone(), Times::default()))
+            .collect();
+
+        run.observer.begin("quiet");
+        rates_tx.send_replace(Rates {
+            normal: plan.normal_rate,
+            errors: 0.0,
+        });
+        let all = names.clone();
+        let quiet_outcome = run
+            .wait(
+                quiet,
+                |_| false,
+                |o| {
+                    let active = o.active(&all);
+                    (!active.is_empty())
+                        .then(|| format!("{} under normal 200/201/404 traffic", active.join(", ")))
+                },
+            )
+            .await?;
+        let quiet_outcome = match quiet_outcome {
+            Err(why) if why.starts_with("deadline") => Ok(quiet.as_secs_f64()),
+            other => other,
+        };
+        if !run.record(
+            "quiet: normal traffic fires nothing".into(),
+            format!("no alert for {:.0}s", quiet.as_secs_f64()),
+            quiet_outcome,
+        ) {
+            return Ok(());
+        }
+
+        run.observer.begin("warning");
+        rates_tx.send_replace(Rates {
+            normal: plan.normal_rate,
+            errors: warning_rate,
+        });
+        let warning_deadline = plan
+            .warning_alerts
+            .iter()
+            .map(|n| fire_deadline(rule(n), warning_rate, scrape))
+            .max()
+            .unwrap_or_default();
+        let (warnings, criticals) = (plan.warning_alerts.clone(), plan.critical_alerts.clone());
+        let warned = run
+            .wait(
+                warning_deadline,
+                |o| warnings.iter().all(|n| o.state(n) == "firing"),
+                |o| {
+                    let active = o.active(&criticals);
+                    (!active.is_empty())
+                        .then(|| format!("{} at a warning-level rate", active.join(", ")))
+                },
+            )
+            .await?;
+        let expected = format!(
+            "{} firing within {:.0}s, {} not",
+            plan.warning_alerts.join(" + "),
+            warning_deadline.as_secs_f64(),
+            plan.critical_alerts.join(", ")
+        );
+        if !run.record(
+            format!("warning: {warning_rate:.3} 5xx/s"),
+            expected,
+            warned,
+        ) {
+            return Ok(());
+        }
+
+        run.observer.begin("escalation");
+        rates_tx.send_replace(Rates {
+            normal: plan.normal_rate,
+            errors: critical_rate,
+        });
+        let critical_deadline = plan
+            .critical_alerts
+            .iter()
+            .map(|n| fire_deadline(rule(n), critical_rate, scrape))
+            .max()
+            .unwrap_or_default();
+        let criticals = plan.critical_alerts.clone();
+        let escalated = run
+            .wait(
+                critical_deadline,
+                |o| criticals.iter().all(|n| o.state(n) == "firing"),
+                |_| None,
+            )
+            .await?;
+        let expected = format!(
+            "{} firing within {:.0}s",
+            plan.critical_alerts.join(" + "),
+            critical_deadline.as_secs_f64()
+        );
+        if !run.record(
+            format!("escalation: {critical_rate:.3} 5xx/s"),
+            expected,
+            escalated,
+        ) {
+            return Ok(());
+        }
+
+        run.observer.begin("delivery");
+        let delivery_deadline = Duration::from_secs(60);
+        let all = names.clone();
+        let delivered = run
+            .wait(
+                delivery_deadline,
+                |o| {
+                    all.iter().all(|n| {
+                        o.times[n].in_alertmanager.is_some() && o.times[n].delivered.is_some()
+                    })
+                },
+                |_| None,
+            )
+            .await?;
+        if !run.record(
+            "delivery: in Alertmanager and received by the webhook".into(),
+            format!("every alert within {}s", delivery_deadline.as_secs()),
+            delivered,
+        ) {
+            return Ok(());
+        }
+
+        run.observer.begin("resolve");
+        rates_tx.send_replace(Rates {
+            normal: plan.normal_rate,
+            errors: 0.0,
+        });
+        let all = names.clone();
+        let resolved = run
+            .wait(
+                resolve_all,
+                |o| all.iter().all(|n| o.state(n) == "inactive"),
+                |_| None,
+            )
+            .await?;
+        if !run.record(
+            "resolve: every alert resolves".into(),
+            format!("inactive within {:.0}s", resolve_all.as_secs_f64()),
+            resolved,
+        ) {
+            return Ok(());
+        }
+        let all = names.clone();
+        let notified = run
+            .wait(
+                Duration::from_secs(90),
+                |o| all.iter().all(|n| o.times[n].delivered_resolved.is_some()),
+                |_| None,
+            )
+            .await?;
+        run.record(
+            "resolve: webhook receives the resolutions".into(),
+            "every alert within 90s".into(),
+            notified,
+        );
+        Ok(())
+    }
+    .await;
+    rates_tx.send_replace(Rates {
+        normal: 0.0,
+        errors: 0.0,
+    });
+    stop.cancel();
+    let interrupted = match outcome {
+        Ok(()) => false,
+        Err(err) if err.is::<Interrupted>() => true,
+        Err(err) => return Err(err),
+    };
+    checks.append(&mut run.checks);
+    crate::report::write_checks(out, &checks)?;
+    writeln!(
+        out,
+        "timeline (seconds since the start of each step):\n{}",
+        timeline(&run.observer.times)
+    )?;
+    if interrupted {
+        writeln!(out, "interrupted: partial timeline above")?;
+        return Ok(Exit::Interrupted);
+    }
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        writeln!(
+            out,
+            "PASS: {} fired, reached Alertmanager and the webhook, and resolved",
+            names.join(", ")
+        )?;
+        Ok(Exit::Pass)
+    } else {
+        writeln!(out, "FAIL: {}", failed.join("; "))?;
+        Ok(Exit::CheckFailed)
+    }
+}
+
+/// Colours a verdict cell (shared with other tables).
+pub fn verdict_cell(passed: bool) -> Cell {
+    if passed {
+        Cell::new("PASS").fg(Color::Green)
+    } else {
+        Cell::new("FAIL").fg(Color::Red)
+    }
+}
