@@ -19,10 +19,11 @@ pub struct AlertPlan {
     pub critical_alerts: Vec<String>,
     /// Normal requests per second (200, 201 and 404 responses).
     pub normal_rate: f64,
-    /// 5xx per second of the warning step (default: between the thresholds).
-    pub warning_error_rate: Option<f64>,
-    /// 5xx per second of the escalation (default: twice the critical threshold).
-    pub critical_error_rate: Option<f64>,
+    /// 5xx per second of the warning step: above every warning threshold,
+    /// below the critical one (SPEC: 0.1/s, 10 per minute, 0.5/s).
+    pub warning_error_rate: f64,
+    /// 5xx per second of the escalation: above the critical threshold.
+    pub critical_error_rate: f64,
     /// Length of the quiet step (default: derived from the rule intervals).
     pub quiet: Option<String>,
     /// Status of the injected errors.
@@ -35,8 +36,8 @@ impl Default for AlertPlan {
             warning_alerts: vec!["HighErrorRate".into(), "ErrorBurst".into()],
             critical_alerts: vec!["CriticalErrorRate".into()],
             normal_rate: 10.0,
-            warning_error_rate: None,
-            critical_error_rate: None,
+            warning_error_rate: 1.0 / 3.0,
+            critical_error_rate: 1.0,
             quiet: None,
             fault_status: 500,
         }
@@ -156,7 +157,8 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
 /// then `for`; plus evaluation, two scrapes and a margin.
 pub fn fire_deadline(rule: &AlertRule, rate: f64, scrape: Duration) -> Duration {
     let cross = rule.window.as_secs_f64() * (rule.threshold_rate / rate).min(1.0);
-    Duration::from_secs(cross.ceil() as u64)
+    // Rounded to the millisecond first, so 20.000000000000004 s is 20 s.
+    Duration::from_secs(((cross * 1000.0).round() / 1000.0).ceil() as u64)
         + rule.for_duration
         + rule.eval_interval * 2
         + scrape * 2

@@ -58,12 +58,22 @@ pub async fn main_with(
 ) -> Exit {
     match dispatch(command, cancel, out).await {
         Ok(exit) => exit,
+        // Scenario diagnostics carry their own `file:line:col: error:` prefix.
+        Err(error) if error.is::<scenario::ScenarioErrors>() || error.is::<InvalidScenarios>() => {
+            let _ = writeln!(err, "{error}");
+            Exit::Error
+        }
         Err(error) => {
             let _ = writeln!(err, "error: {error:#}");
             Exit::Error
         }
     }
 }
+
+/// Every problem of every file given to `loadgen check`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InvalidScenarios(String);
 
 async fn dispatch(
     command: Command,
@@ -113,7 +123,7 @@ async fn dispatch(
             if failed.is_empty() {
                 Ok(Exit::Pass)
             } else {
-                anyhow::bail!("{}", failed.join("\n\n"))
+                Err(InvalidScenarios(failed.join("\n\n")).into())
             }
         }
         Command::VerifyAlerts {

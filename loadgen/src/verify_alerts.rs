@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -400,27 +400,38 @@ async fn preflight(
     Ok((rules, scrape, checks))
 }
 
-/// Picks the warning and critical 5xx rates, unless the plan gives them.
-fn choose_rates(plan: &AlertPlan, rules: &[AlertRule]) -> anyhow::Result<(f64, f64)> {
-    let threshold = |names: &[String], pick: fn(f64, f64) -> f64, start: f64| {
-        rules
-            .iter()
-            .filter(|r| names.contains(&r.name))
-            .map(|r| r.threshold_rate)
-            .fold(start, pick)
-    };
-    let warning_top = threshold(&plan.warning_alerts, f64::max, 0.0);
-    let critical_bottom = threshold(&plan.critical_alerts, f64::min, f64::INFINITY);
-    let warning = plan
-        .warning_error_rate
-        .unwrap_or((warning_top + critical_bottom) / 2.0);
-    let critical = plan.critical_error_rate.unwrap_or(critical_bottom * 2.0);
-    anyhow::ensure!(
-        warning > warning_top * 1.2 && warning < critical_bottom / 1.1 && critical > critical_bottom * 1.2,
-        "cannot choose rates: warning thresholds go up to {warning_top:.3}/s and the critical threshold is {critical_bottom:.3}/s; \
-         set warning_error_rate and critical_error_rate in --plan"
-    );
-    Ok((warning, critical))
+/// Whether the plan's rates can exercise the loaded rules: every warning
+/// alert must be reachable at the warning rate, the critical ones must stay
+/// quiet at it and be reachable at the critical rate. A rule that fails this
+/// is reported by name (exit 1) before any traffic is sent.
+fn rate_checks(plan: &AlertPlan, rules: &[AlertRule]) -> Vec<Check> {
+    let (warning, critical) = (plan.warning_error_rate, plan.critical_error_rate);
+    rules
+        .iter()
+        .map(|rule| {
+            let is_warning = plan.warning_alerts.contains(&rule.name);
+            let (expected, passed) = if is_warning {
+                (
+                    format!("threshold below {warning:.3} 5xx/s"),
+                    rule.threshold_rate < warning,
+                )
+            } else {
+                (
+                    format!("threshold between {warning:.3} and {critical:.3} 5xx/s"),
+                    rule.threshold_rate > warning && rule.threshold_rate < critical,
+                )
+            };
+            Check::new(
+                format!("preflight: {} can fire as planned", rule.name),
+                expected,
+                format!(
+                    "{:.3} 5xx/s over {:?}, for {:?}",
+                    rule.threshold_rate, rule.window, rule.for_duration
+                ),
+                passed,
+            )
+        })
+        .collect()
 }
 
 fn timeline(times: &BTreeMap<String, Times>) -> Table {
@@ -461,12 +472,13 @@ pub async fn run(
     crate::client::preflight(&target).await?;
     let plan = options.plan;
     let (rules, scrape, mut checks) = preflight(&prometheus, &alertmanager, &target, &plan).await?;
+    checks.extend(rate_checks(&plan, &rules));
     if checks.iter().any(|c| !c.passed) {
         crate::report::write_checks(out, &checks)?;
         writeln!(out, "FAIL: preflight failed; nothing was sent")?;
         return Ok(Exit::CheckFailed);
     }
-    let (warning_rate, critical_rate) = choose_rates(&plan, &rules)?;
+    let (warning_rate, critical_rate) = (plan.warning_error_rate, plan.critical_error_rate);
     let stop = CancellationToken::new();
     let (inbox, webhook_addr) = webhook::listen(&options.webhook_listen, stop.clone()).await?;
     let (rates_tx, rates_rx) = watch::channel(Rates {
@@ -740,14 +752,5 @@ pub async fn run(
     } else {
         writeln!(out, "FAIL: {}", failed.join("; "))?;
         Ok(Exit::CheckFailed)
-    }
-}
-
-/// Colours a verdict cell (shared with other tables).
-pub fn verdict_cell(passed: bool) -> Cell {
-    if passed {
-        Cell::new("PASS").fg(Color::Green)
-    } else {
-        Cell::new("FAIL").fg(Color::Red)
     }
 }

@@ -102,8 +102,9 @@ pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .iter()
         .map(|candidate| (edit_distance(word, candidate), *candidate))
         .filter(|(distance, candidate)| {
-            *distance <= (candidate.len() / 3).max(2)
-                || candidate.starts_with(word) && word.len() >= 4
+            let prefix = word.len().min(candidate.len()) >= 3
+                && (candidate.starts_with(word) || word.starts_with(*candidate));
+            prefix || *distance <= (candidate.len() / 2).max(2)
         })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
