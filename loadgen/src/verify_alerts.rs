@@ -296,6 +296,26 @@ impl Run {
 #[error("interrupted")]
 struct Interrupted;
 
+/// Prometheus reports rules and targets as `unknown` until it has evaluated
+/// and scraped them once; right after a start, wait for that.
+async fn wait_until_known(prometheus: &Prometheus) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let rules_known = prometheus
+            .rules()
+            .await?
+            .iter()
+            .flat_map(|g| &g.rules)
+            .all(|r| r.health != "unknown");
+        let targets = prometheus.targets().await?;
+        let targets_known = !targets.is_empty() && targets.iter().all(|t| t.health != "unknown");
+        if (rules_known && targets_known) || started.elapsed() > Duration::from_secs(30) {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 async fn preflight(
     prometheus: &Prometheus,
     alertmanager: &Alertmanager,
@@ -303,6 +323,7 @@ async fn preflight(
     plan: &AlertPlan,
 ) -> anyhow::Result<(Vec<AlertRule>, Duration, Vec<Check>)> {
     let mut checks = Vec::new();
+    wait_until_known(prometheus).await?;
     let groups = prometheus.rules().await?;
     let unhealthy: Vec<String> = groups
         .iter()

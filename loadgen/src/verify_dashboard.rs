@@ -20,7 +20,6 @@ use crate::{
 
 /// Range the queries cover: the dashboards' default `now-15m`.
 const RANGE: Duration = Duration::from_secs(15 * 60);
-const STEP: Duration = Duration::from_secs(15);
 
 /// One panel query, ready to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,10 +45,13 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
 
 /// `(name, value)` for each template variable: the all-value for multi
 /// selections, else the current value.
-fn variables(dashboard: &Value, rate_interval: &str) -> Vec<(String, String)> {
+fn variables(dashboard: &Value, scrape: Duration) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = vec![
-        ("__rate_interval".into(), rate_interval.into()),
-        ("__interval".into(), format!("{}s", STEP.as_secs())),
+        (
+            "__rate_interval".into(),
+            format!("{}s", (scrape * 4).as_secs().max(1)),
+        ),
+        ("__interval".into(), format!("{}s", scrape.as_secs().max(1))),
         ("__range".into(), format!("{}s", RANGE.as_secs())),
     ];
     for var in dashboard["templating"]["list"]
@@ -90,8 +92,8 @@ pub fn substitute(expr: &str, vars: &[(String, String)]) -> String {
 }
 
 /// The queries of one dashboard with variables substituted.
-pub fn queries(dashboard: &Value, rate_interval: &str) -> Vec<PanelQuery> {
-    let vars = variables(dashboard, rate_interval);
+pub fn queries(dashboard: &Value, scrape: Duration) -> Vec<PanelQuery> {
+    let vars = variables(dashboard, scrape);
     let mut result = Vec::new();
     for panel in panels(dashboard) {
         let title = panel["title"].as_str().unwrap_or("(untitled)").to_owned();
@@ -112,9 +114,10 @@ pub fn queries(dashboard: &Value, rate_interval: &str) -> Vec<PanelQuery> {
     result
 }
 
-/// Grafana's `$__rate_interval`: four scrape intervals of the service (the
-/// provisioned datasource's `timeInterval` is that scrape interval).
-async fn rate_interval(prometheus: &Prometheus) -> Result<String, ApiError> {
+/// The service's scrape interval: the provisioned datasource's
+/// `timeInterval`, so Grafana's `$__interval` and step, and four times it
+/// is `$__rate_interval`.
+async fn scrape_interval(prometheus: &Prometheus) -> Result<Duration, ApiError> {
     let targets = prometheus.targets().await?;
     let scrape = targets
         .iter()
@@ -122,7 +125,7 @@ async fn rate_interval(prometheus: &Prometheus) -> Result<String, ApiError> {
         .chain(&targets)
         .find_map(|t| parse_prom_duration(&t.scrape_interval))
         .unwrap_or(Duration::from_secs(15));
-    Ok(format!("{}s", (scrape * 4).as_secs().max(1)))
+    Ok(scrape.max(Duration::from_secs(1)))
 }
 
 pub async fn run(
@@ -142,7 +145,7 @@ pub async fn run(
         paths.to_vec()
     };
     anyhow::ensure!(!paths.is_empty(), "no dashboard JSON files found");
-    let interval = rate_interval(prometheus).await?;
+    let scrape = scrape_interval(prometheus).await?;
     let end = unix_seconds(SystemTime::now());
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
@@ -161,10 +164,10 @@ pub async fn run(
         let name = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        for query in queries(&dashboard, &interval) {
+        for query in queries(&dashboard, scrape) {
             total += 1;
             let outcome = match prometheus
-                .query_range(&query.expr, end - RANGE.as_secs_f64(), end, STEP)
+                .query_range(&query.expr, end - RANGE.as_secs_f64(), end, scrape)
                 .await
             {
                 Ok(series) => {
@@ -205,7 +208,8 @@ pub async fn run(
     if failed == 0 {
         writeln!(
             out,
-            "PASS: all {total} panel queries return data ($__rate_interval = {interval})"
+            "PASS: all {total} panel queries return data ($__rate_interval = {}s)",
+            (scrape * 4).as_secs()
         )?;
         Ok(Exit::Pass)
     } else {
@@ -234,7 +238,7 @@ mod tests {
                 {"title": "no unit", "targets": [{"refId": "B", "expr": "up"}]}
             ]
         });
-        let queries = queries(&dashboard, "20s");
+        let queries = queries(&dashboard, Duration::from_secs(5));
         assert_eq!(queries.len(), 2);
         assert_eq!(queries[0].expr, "rate(x{endpoint=~\".*\", e=\"/\"}[20s])");
         assert!(queries[0].has_unit);
@@ -245,7 +249,7 @@ mod tests {
     fn the_shipped_dashboard_has_units_and_queries_everywhere() {
         let text = include_str!("../../grafana/dashboards/items-service.json");
         let dashboard: Value = serde_json::from_str(text).unwrap();
-        let queries = queries(&dashboard, "20s");
+        let queries = queries(&dashboard, Duration::from_secs(5));
         assert!(queries.len() >= 20, "{}", queries.len());
         for query in &queries {
             assert!(query.has_unit, "{} has no unit", query.panel);

@@ -1,1 +1,9 @@
-//! Integration tests of loadgen.
+//! Integration tests of loadgen against a real items-service and
+//! `redis-server` (and, for verification, real Prometheus and Alertmanager).
+
+mod common;
+mod exit_codes;
+mod run;
+mod scenarios;
+mod stack_files;
+mod verify;

@@ -1,0 +1,193 @@
+//! Shared fixtures: the service on a real Redis, scenario files in a temp
+//! dir, the loadgen binary and in-process runs, and Prometheus +
+//! Alertmanager started from the Debian packages with a copy of the rules.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use items_service::testing::{free_port, test_config, RedisServer, TestService};
+use loadgen::{cli::Cli, Exit};
+use tokio_util::sync::CancellationToken;
+
+/// The repository root (scenarios, rules and dashboards live there).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// items-service (with fault injection) on a real Redis.
+pub struct Service {
+    pub service: TestService,
+    pub redis: RedisServer,
+}
+
+impl Service {
+    pub async fn start() -> Self {
+        let redis = RedisServer::start();
+        let mut config = test_config(&redis.url());
+        config.fault_injection = true;
+        config.max_in_flight = 4096;
+        Self {
+            service: TestService::start(&config).await,
+            redis,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.service.url()
+    }
+}
+
+/// Writes `text` as a scenario file in `dir`.
+pub fn scenario(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}
+
+/// Runs loadgen in-process; returns the exit code, stdout and stderr.
+pub async fn loadgen(args: &[&str]) -> (Exit, String, String) {
+    let mut argv = vec!["loadgen"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("valid arguments");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = loadgen::main_with(cli.command, CancellationToken::new(), &mut out, &mut err).await;
+    (
+        exit,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// The real loadgen binary.
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    command
+        .current_dir(repo())
+        .env_remove("LOADGEN_TARGET")
+        .env_remove("LOADGEN_PROMETHEUS");
+    command
+}
+
+/// A child process stopped by PID when dropped.
+pub struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(program: &str, args: &[String], install: &str) -> Process {
+    let child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!("cannot start {program} ({err}); install it with `apt-get install -y {install}`")
+        });
+    Process(child)
+}
+
+async fn wait_ready(url: &str, what: &str) {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} not ready at {url} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Prometheus (1 s scrapes and evaluations) scraping the service and a
+/// redis_exporter, with the repository's rules after `edit`, and an
+/// Alertmanager.
+pub struct Monitoring {
+    pub prometheus: String,
+    pub alertmanager: String,
+    _dir: tempfile::TempDir,
+    _processes: Vec<Process>,
+}
+
+impl Monitoring {
+    pub async fn start(service: &Service, edit_rules: impl Fn(String) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rules = std::fs::read_to_string(repo().join("prometheus/rules/items-service.yml"))
+            .expect("rules");
+        let rules = edit_rules(rules.replace("interval: 5s", "interval: 1s"));
+        std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+        let (prom_port, am_port, exporter_port) = (free_port(), free_port(), free_port());
+        let service_url = service.url();
+        let service_addr = service_url.trim_start_matches("http://");
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: [{rules}]\n\
+             alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]}}\n\
+             scrape_configs:\n  - job_name: items-service\n    static_configs: [{{targets: ['{service_addr}']}}]\n  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n",
+            rules = dir.path().join("rules.yml").display()
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let am_config = "route: {receiver: drop, group_wait: 1s, group_interval: 5s}\nreceivers: [{name: drop}]\n";
+        std::fs::write(dir.path().join("alertmanager.yml"), am_config).unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let exporter = spawn(
+            "prometheus-redis-exporter",
+            &[
+                "-redis.addr".into(),
+                service.redis.url(),
+                "-web.listen-address".into(),
+                format!("127.0.0.1:{exporter_port}"),
+            ],
+            "prometheus-redis-exporter",
+        );
+        let alertmanager = spawn(
+            "prometheus-alertmanager",
+            &[
+                format!("--config.file={}", path("alertmanager.yml")),
+                format!("--storage.path={}", path("am-data")),
+                format!("--web.listen-address=127.0.0.1:{am_port}"),
+                "--cluster.listen-address=".into(),
+            ],
+            "prometheus-alertmanager",
+        );
+        let prometheus = spawn(
+            "prometheus",
+            &[
+                format!("--config.file={}", path("prometheus.yml")),
+                format!("--storage.tsdb.path={}", path("prom-data")),
+                format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            ],
+            "prometheus",
+        );
+        let (prometheus_url, alertmanager_url) = (
+            format!("http://127.0.0.1:{prom_port}"),
+            format!("http://127.0.0.1:{am_port}"),
+        );
+        wait_ready(&format!("{prometheus_url}/-/ready"), "prometheus").await;
+        wait_ready(&format!("{alertmanager_url}/-/ready"), "alertmanager").await;
+        Self {
+            prometheus: prometheus_url,
+            alertmanager: alertmanager_url,
+            _dir: dir,
+            _processes: vec![prometheus, alertmanager, exporter],
+        }
+    }
+}
