@@ -219,23 +219,14 @@ async fn get_json<T: DeserializeOwned>(
         Some(form) => http.post(url).form(form),
         None => http.get(url),
     };
-    let response = request
-        .send()
-        .await
-        .map_err(|source| ApiError::Unreachable {
-            server,
-            url: url.to_owned(),
-            source,
-        })?;
+    let unreachable = |source| ApiError::Unreachable {
+        server,
+        url: url.to_owned(),
+        source,
+    };
+    let response = request.send().await.map_err(unreachable)?;
     let status = response.status().as_u16();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|source| ApiError::Unreachable {
-            server,
-            url: url.to_owned(),
-            source,
-        })?;
+    let body = response.bytes().await.map_err(unreachable)?;
     if !(200..300).contains(&status) && status != 400 && status != 422 {
         return Err(ApiError::Http {
             server,
@@ -251,15 +242,20 @@ async fn get_json<T: DeserializeOwned>(
     })
 }
 
+/// HTTP client for both APIs: bounded connect and request times, so a
+/// dead server is an error in seconds, not a hang.
+fn api_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client")
+}
+
 impl Prometheus {
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .expect("http client");
         Self {
-            http,
+            http: api_client(),
             base: base.trim_end_matches('/').to_owned(),
         }
     }
@@ -410,13 +406,8 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .expect("http client");
         Self {
-            http,
+            http: api_client(),
             base: base.trim_end_matches('/').to_owned(),
         }
     }

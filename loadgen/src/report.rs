@@ -112,6 +112,31 @@ fn table(header: &[&str]) -> Table {
     table
 }
 
+/// One row of the per-operation table.
+fn latency_row(
+    name: &str,
+    count: u64,
+    rate: f64,
+    latency: &Percentiles,
+    service: &Percentiles,
+    statuses: String,
+    errors: u64,
+) -> Vec<Cell> {
+    vec![
+        Cell::new(name),
+        right(count),
+        right(format!("{rate:.1}")),
+        right(ms(latency.p50_ms)),
+        right(ms(latency.p90_ms)),
+        right(ms(latency.p99_ms)),
+        right(ms(latency.p999_ms)),
+        right(ms(latency.max_ms)),
+        right(ms(service.p99_ms)),
+        Cell::new(statuses),
+        right(errors),
+    ]
+}
+
 /// Per-operation and per-phase tables.
 pub fn write_summary(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
     let mut ops = table(&[
@@ -138,33 +163,25 @@ pub fn write_summary(out: &mut impl Write, summary: &Summary) -> std::io::Result
                 .iter()
                 .map(|(kind, n)| format!("{kind}×{n}")),
         );
-        ops.add_row(vec![
-            Cell::new(&op.name),
-            right(op.count),
-            right(format!("{:.1}", op.rate)),
-            right(ms(op.latency.p50_ms)),
-            right(ms(op.latency.p90_ms)),
-            right(ms(op.latency.p99_ms)),
-            right(ms(op.latency.p999_ms)),
-            right(ms(op.latency.max_ms)),
-            right(ms(op.service_time.p99_ms)),
-            Cell::new(statuses.join(" ")),
-            right(op.errors),
-        ]);
+        ops.add_row(latency_row(
+            &op.name,
+            op.count,
+            op.rate,
+            &op.latency,
+            &op.service_time,
+            statuses.join(" "),
+            op.errors,
+        ));
     }
-    ops.add_row(vec![
-        Cell::new("all"),
-        right(summary.requests),
-        right(format!("{:.1}", summary.rate)),
-        right(ms(summary.latency.p50_ms)),
-        right(ms(summary.latency.p90_ms)),
-        right(ms(summary.latency.p99_ms)),
-        right(ms(summary.latency.p999_ms)),
-        right(ms(summary.latency.max_ms)),
-        right(ms(summary.service_time.p99_ms)),
-        Cell::new(format!("dropped×{}", summary.dropped)),
-        right(summary.errors),
-    ]);
+    ops.add_row(latency_row(
+        "all",
+        summary.requests,
+        summary.rate,
+        &summary.latency,
+        &summary.service_time,
+        format!("dropped×{}", summary.dropped),
+        summary.errors,
+    ));
     writeln!(out, "{ops}")?;
 
     let mut phases = table(&[

@@ -556,6 +556,13 @@ pub async fn run(
         progress: Progress::new(!options.quiet_output),
         cancel: cancel.clone(),
     };
+    let latest_fire = |alerts: &[String], rate: f64| {
+        alerts
+            .iter()
+            .map(|n| fire_deadline(rule(n), rate, scrape))
+            .max()
+            .unwrap_or_default()
+    };
     let resolve_all = names
         .iter()
         .map(|n| resolve_deadline(rule(n), scrape))
@@ -615,12 +622,7 @@ pub async fn run(
             normal: plan.normal_rate,
             errors: warning_rate,
         });
-        let warning_deadline = plan
-            .warning_alerts
-            .iter()
-            .map(|n| fire_deadline(rule(n), warning_rate, scrape))
-            .max()
-            .unwrap_or_default();
+        let warning_deadline = latest_fire(&plan.warning_alerts, warning_rate);
         let (warnings, criticals) = (plan.warning_alerts.clone(), plan.critical_alerts.clone());
         let warned = run
             .wait(
@@ -652,12 +654,7 @@ pub async fn run(
             normal: plan.normal_rate,
             errors: critical_rate,
         });
-        let critical_deadline = plan
-            .critical_alerts
-            .iter()
-            .map(|n| fire_deadline(rule(n), critical_rate, scrape))
-            .max()
-            .unwrap_or_default();
+        let critical_deadline = latest_fire(&plan.critical_alerts, critical_rate);
         let criticals = plan.critical_alerts.clone();
         let escalated = run
             .wait(
