@@ -288,11 +288,6 @@ impl Aggregator {
         })
     }
 
-    /// Completed requests so far (for tests and the preload/teardown logic).
-    pub fn completed(&self) -> u64 {
-        self.phases.iter().map(|phase| phase.completed).sum()
-    }
-
     /// Client-side count per (method, endpoint, status) for reconciliation.
     pub fn route_counts(&self) -> BTreeMap<(String, String, String), u64> {
         let mut counts = BTreeMap::new();

@@ -80,10 +80,6 @@ impl KeyPicker {
     pub fn missing_key(&self, rng: &mut impl Rng) -> String {
         format!("{}:m:{:016x}", self.namespace, rng.random::<u64>())
     }
-
-    pub fn preload(&self) -> u64 {
-        self.preload
-    }
 }
 
 #[cfg(test)]

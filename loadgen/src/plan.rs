@@ -132,14 +132,6 @@ impl Executor {
             }
         }
     }
-
-    /// Open-loop executors schedule requests independently of responses.
-    pub fn is_open_loop(&self) -> bool {
-        matches!(
-            self,
-            Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. }
-        )
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -484,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn decodes_recorded_targets_and_config() {
+        let targets = r#"{"status":"success","data":{"activeTargets":[{"labels":{"job":"items-service","instance":"127.0.0.1:9000"},"scrapeUrl":"http://127.0.0.1:9000/metrics","health":"up","lastError":"","scrapeInterval":"5s"}],"droppedTargets":[]}}"#;
+        let envelope: Envelope<TargetsData> = serde_json::from_str(targets).unwrap();
+        let target = &envelope.data.unwrap().active[0];
+        assert_eq!(
+            (target.job(), target.health.as_str()),
+            ("items-service", "up")
+        );
+        assert_eq!(
+            parse_prom_duration(&target.scrape_interval),
+            Some(Duration::from_secs(5))
+        );
+        let config = r#"{"status":"success","data":{"yaml":"global:\n  scrape_interval: 15s\n"}}"#;
+        let envelope: Envelope<ConfigData> = serde_json::from_str(config).unwrap();
+        assert!(envelope.data.unwrap().yaml.contains("scrape_interval: 15s"));
+    }
+
+    #[test]
     fn prometheus_durations() {
         assert_eq!(parse_prom_duration("1m"), Some(Duration::from_secs(60)));
         assert_eq!(

@@ -5,7 +5,6 @@
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -169,11 +168,6 @@ impl TestService {
             Some(task) => task.await.expect("server task panicked"),
             None => Ok(()),
         }
-    }
-
-    /// The metrics registry's shared handle.
-    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
-        Arc::clone(&self.state.metrics)
     }
 }
 
