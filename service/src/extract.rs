@@ -8,11 +8,12 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{error::AppError, key::validate_key, MAX_BODY_BYTES};
+use crate::{error::AppError, key::validate_key, AppState, MAX_BODY_BYTES};
 
 /// A JSON request body: 415 without a JSON content type, 413 above the body
-/// limit, `invalid_json` for malformed JSON and `invalid_body` for JSON of
-/// the wrong shape (missing fields, wrong types, unknown fields).
+/// limit, 408 when it does not arrive within the body-read timeout,
+/// `invalid_json` for malformed JSON and `invalid_body` for JSON of the wrong
+/// shape (missing fields, wrong types, unknown fields).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -25,10 +26,10 @@ fn is_json_content_type(value: &str) -> bool {
         && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = AppError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -46,13 +47,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ))
             }
         }
-        let body =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
-                    _ => AppError::InvalidBody(rejection.body_text()),
-                })?;
+        let limit = state.client_timeouts.body_read;
+        let body = tokio::time::timeout(limit, Bytes::from_request(request, state))
+            .await
+            .map_err(|_elapsed| AppError::RequestTimeout(limit))?
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
+                _ => AppError::InvalidBody(rejection.body_text()),
+            })?;
         serde_json::from_slice(&body)
             .map(JsonBody)
             .map_err(|err| match err.classify() {

@@ -10,21 +10,18 @@ pub mod fault;
 pub mod key;
 pub mod metrics;
 pub mod routes;
+pub mod server;
 pub mod shed;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
 
-use std::{
-    future::{Future, IntoFuture},
-    io,
-    sync::Arc,
-    time::Duration,
-};
+pub use server::{run, ClientTimeouts, DRAIN_TIMEOUT};
+
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::Semaphore};
-use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, metrics::Metrics, store::Store};
 
@@ -32,8 +29,6 @@ use crate::{config::Config, metrics::Metrics, store::Store};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Request body limit.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// How long in-flight requests may take to finish after a shutdown signal.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared, cheaply cloned state of every handler.
 #[derive(Clone)]
@@ -42,6 +37,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<Semaphore>,
     pub fault_injection: bool,
+    pub client_timeouts: ClientTimeouts,
 }
 
 impl AppState {
@@ -57,6 +53,7 @@ impl AppState {
             metrics,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             fault_injection,
+            client_timeouts: ClientTimeouts::default(),
         }
     }
 
@@ -99,33 +96,6 @@ pub async fn serve(
     run(listener, state, shutdown).await?;
     tracing::info!("items-service stopped");
     Ok(())
-}
-
-/// Serves on `listener` until `shutdown` completes, then stops accepting and
-/// gives in-flight requests up to [`DRAIN_TIMEOUT`] to finish.
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let app = routes::router(state);
-    let stopping = CancellationToken::new();
-    let signal = {
-        let stopping = stopping.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutdown signal received; draining in-flight requests");
-            stopping.cancel();
-        }
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    tokio::select! {
-        result = server.into_future() => result,
-        () = async { stopping.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-            tracing::warn!("drain deadline of {DRAIN_TIMEOUT:?} passed; abandoning remaining requests");
-            Ok(())
-        }
-    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

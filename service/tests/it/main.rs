@@ -7,3 +7,4 @@ mod faults;
 mod metrics;
 mod pagination;
 mod routes;
+mod slow_clients;

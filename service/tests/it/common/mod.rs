@@ -6,6 +6,7 @@ use std::time::Duration;
 use items_service::{
     config::Config,
     testing::{test_config, RedisServer, TestService},
+    AppState,
 };
 use serde_json::Value;
 
@@ -23,10 +24,21 @@ impl Stack {
 
     /// Starts with a configuration adjusted by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_state(adjust, |_| {}).await
+    }
+
+    /// Starts with the configuration and then the state built from it
+    /// adjusted (for settings that are not flags, such as client timeouts).
+    pub async fn start_with_state(
+        adjust_config: impl FnOnce(&mut Config),
+        adjust_state: impl FnOnce(&mut AppState),
+    ) -> Self {
         let redis = RedisServer::start();
         let mut config = test_config(&redis.url());
-        adjust(&mut config);
-        let service = TestService::start(&config).await;
+        adjust_config(&mut config);
+        let mut state = AppState::from_config(&config).expect("valid test configuration");
+        adjust_state(&mut state);
+        let service = TestService::start_with_state(state).await;
         Self {
             service,
             redis,
