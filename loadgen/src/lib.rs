@@ -2,31 +2,29 @@
 //! closed-loop executors, measures exact latencies, and (with Prometheus)
 //! verifies that the server saw what the client sent.
 //!
+//! The tree follows the path of a scenario, top to bottom; a layer uses
+//! the ones beside or below it, never above:
+//! - [`scenario`]: TOML file → validated [`scenario::plan::Plan`], with
+//!   `file:line:column` diagnostics;
+//! - [`engine`]: executors, the HTTP client, requests and keys, samples and
+//!   the one aggregator that owns every histogram and the live progress;
+//! - [`verify`]: the Prometheus/Alertmanager client, reconciliation with the
+//!   service's counters, expectations, `verify-alerts`, `verify-dashboard`;
+//! - [`report`]: the summary model and its renderings (terminal tables,
+//!   JSON);
+//! - [`runner`] ties them together for `loadgen run`; [`cli`] is the
+//!   command line and [`duration`] the one duration syntax everywhere.
+//!
 //! `main.rs` only parses arguments and calls [`main_with`]; tests call the
 //! same function with their own output buffer and cancellation token.
 
-pub mod aggregate;
-pub mod alert_plan;
-pub mod check;
 pub mod cli;
-pub mod client;
 pub mod duration;
-pub mod executor;
-pub mod keyspace;
-pub mod plan;
-pub mod preload;
-pub mod progress;
-pub mod prometheus;
-pub mod reconcile;
+pub mod engine;
 pub mod report;
-pub mod request;
 pub mod runner;
-pub mod sample;
 pub mod scenario;
 pub mod verify;
-pub mod verify_alerts;
-pub mod verify_dashboard;
-pub mod webhook;
 
 use std::io::Write;
 
@@ -97,7 +95,7 @@ async fn dispatch(
                 out: report,
                 quiet,
             };
-            let mut verifier = verify::ServerVerifier::new(
+            let mut verifier = verify::server::ServerVerifier::new(
                 &options.target,
                 &options.prometheus,
                 plan.expect.clone(),
@@ -134,10 +132,10 @@ async fn dispatch(
             plan,
         } => {
             let plan = match plan {
-                Some(path) => alert_plan::AlertPlan::load(&path)?,
-                None => alert_plan::AlertPlan::default(),
+                Some(path) => verify::alert_plan::AlertPlan::load(&path)?,
+                None => verify::alert_plan::AlertPlan::default(),
             };
-            let options = verify_alerts::VerifyAlertsOptions {
+            let options = verify::alerts::VerifyAlertsOptions {
                 target: target.target,
                 prometheus: prometheus.prometheus,
                 alertmanager,
@@ -145,14 +143,14 @@ async fn dispatch(
                 plan,
                 quiet_output: false,
             };
-            verify_alerts::run(options, cancel, out).await
+            verify::alerts::run(options, cancel, out).await
         }
         Command::VerifyDashboard {
             prometheus,
             dashboards,
         } => {
-            let prometheus = prometheus::Prometheus::new(&prometheus.prometheus);
-            verify_dashboard::run(&prometheus, &dashboards, out).await
+            let prometheus = verify::prometheus::Prometheus::new(&prometheus.prometheus);
+            verify::dashboard::run(&prometheus, &dashboards, out).await
         }
     }
 }

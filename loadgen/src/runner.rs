@@ -1,6 +1,6 @@
 //! `loadgen run`: preflight, preload, the phases in order, then the summary,
 //! the checks and the report. Server-side verification plugs in through
-//! [`crate::verify`].
+//! [`crate::verify::server`].
 
 use std::{
     io::Write,
@@ -14,15 +14,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    aggregate::{self, Aggregator},
-    check::{self, Check},
-    client::{self, Target},
-    executor::{self, PhaseContext},
-    plan::{Executor, OpKind, Plan},
-    preload,
-    progress::Progress,
+    engine::aggregate::{self, Aggregator},
+    engine::client::{self, Target},
+    engine::executor::{self, PhaseContext},
+    engine::preload,
+    engine::progress::Progress,
+    engine::request::RequestGen,
     report::{self, Report, Summary},
-    request::RequestGen,
+    scenario::plan::{Executor, OpKind, Plan},
+    verify::check::{self, Check},
     Exit,
 };
 

@@ -1,7 +1,8 @@
-//! Scenario files: TOML → validated [`Plan`](crate::plan::Plan). Problems
+//! Scenario files: TOML → validated [`Plan`](crate::scenario::plan::Plan). Problems
 //! are reported all at once, each as `file:line:column` with a hint.
 
 pub mod diagnostic;
+pub mod plan;
 mod raw;
 mod schema;
 mod validate;
@@ -10,7 +11,7 @@ use std::path::Path;
 
 pub use diagnostic::{Diagnostic, ScenarioErrors};
 
-use crate::plan::Plan;
+use crate::scenario::plan::Plan;
 
 /// Reads and validates a scenario file.
 pub fn load(path: &Path) -> Result<Plan, ScenarioErrors> {
@@ -64,7 +65,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::{Distribution, Executor, OpKind};
+    use crate::scenario::plan::{Distribution, Executor, OpKind};
 
     const GOOD: &str = r#"
 name = "t"

@@ -9,7 +9,7 @@ use super::{
     diagnostic::{suggest, Diagnostic},
     raw::*,
 };
-use crate::{duration, plan::*};
+use crate::{duration, scenario::plan::*};
 
 const EXECUTORS: &[&str] = &[
     "constant-arrival-rate",

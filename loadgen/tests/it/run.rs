@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use loadgen::{
-    executor::stream_rng,
-    request::RequestGen,
+    engine::executor::stream_rng,
+    engine::request::RequestGen,
     runner::{self, RunOptions},
-    verify::ServerVerifier,
+    verify::server::ServerVerifier,
     Exit,
 };
 use serde_json::Value;

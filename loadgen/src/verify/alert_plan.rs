@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::prometheus::{parse_prom_duration, RuleGroup};
+use crate::verify::prometheus::{parse_prom_duration, RuleGroup};
 
 /// `--plan FILE` (TOML); every field is optional.
 #[derive(Debug, Clone, Deserialize)]
@@ -174,7 +174,7 @@ pub fn resolve_deadline(rule: &AlertRule, scrape: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prometheus::Rule;
+    use crate::verify::prometheus::Rule;
 
     fn rule(name: &str, query: &str, kind: &str, duration: f64) -> Rule {
         Rule {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::Timeline;
-use crate::plan::Stage;
+use crate::scenario::plan::Stage;
 
 #[derive(Debug, Clone)]
 struct Segment {

@@ -7,12 +7,12 @@ use std::{collections::BTreeMap, io::Write};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Color, Table};
 use serde::Serialize;
 
-use crate::check::Check;
+use crate::verify::check::Check;
 
 /// Version of the JSON report layout; bump on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 /// The JSON Schema of the report, kept in the repository.
-pub const SCHEMA: &str = include_str!("../report.schema.json");
+pub const SCHEMA: &str = include_str!("../../report.schema.json");
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Percentiles {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use crate::check::Check;
+use crate::verify::check::Check;
 
 /// `(method, endpoint, status_code)`.
 pub type RouteKey = (String, String, String);

@@ -9,7 +9,7 @@
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution as _, Zipf};
 
-use crate::plan::{Distribution, Keyspace};
+use crate::scenario::plan::{Distribution, Keyspace};
 
 /// Picks indices of preloaded keys according to the configured distribution.
 #[derive(Debug, Clone)]

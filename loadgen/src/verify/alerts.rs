@@ -21,14 +21,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    alert_plan::{fire_deadline, resolve, resolve_deadline, AlertPlan, AlertRule},
-    check::Check,
-    client::{send_with, Target},
-    plan::OpKind,
-    progress::Progress,
-    prometheus::{parse_prom_duration, Alertmanager, Prometheus},
-    request::PlannedRequest,
-    webhook::{self, Inbox},
+    engine::client::{send_with, Target},
+    engine::progress::Progress,
+    engine::request::PlannedRequest,
+    scenario::plan::OpKind,
+    verify::alert_plan::{fire_deadline, resolve, resolve_deadline, AlertPlan, AlertRule},
+    verify::check::Check,
+    verify::prometheus::{parse_prom_duration, Alertmanager, Prometheus},
+    verify::webhook::{self, Inbox},
     Exit,
 };
 
@@ -490,7 +490,7 @@ pub async fn run(
     let prometheus = Prometheus::new(&options.prometheus);
     let alertmanager = Alertmanager::new(&options.alertmanager);
     let target = Arc::new(Target::resolve(&options.target).await?);
-    crate::client::preflight(&target).await?;
+    crate::engine::client::preflight(&target).await?;
     let plan = options.plan;
     let (rules, scrape, mut checks) = preflight(&prometheus, &alertmanager, &target, &plan).await?;
     checks.extend(rate_checks(&plan, &rules));

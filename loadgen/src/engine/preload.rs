@@ -8,10 +8,10 @@ use std::sync::{
 };
 
 use crate::{
-    client::{send_with, Target},
-    plan::OpKind,
-    progress::Progress,
-    request::{PlannedRequest, RequestGen},
+    engine::client::{send_with, Target},
+    engine::progress::Progress,
+    engine::request::{PlannedRequest, RequestGen},
+    scenario::plan::OpKind,
 };
 
 const WORKERS: u64 = 32;

@@ -11,7 +11,7 @@ use hyper::{client::conn::http1::SendRequest, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::request::{PlannedRequest, FAULT_DELAY_HEADER, FAULT_STATUS_HEADER};
+use crate::engine::request::{PlannedRequest, FAULT_DELAY_HEADER, FAULT_STATUS_HEADER};
 
 /// Why a request got no HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,7 +14,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, Color, Table};
 use serde_json::Value;
 
 use crate::{
-    prometheus::{parse_prom_duration, unix_seconds, ApiError, Prometheus},
+    verify::prometheus::{parse_prom_duration, unix_seconds, ApiError, Prometheus},
     Exit,
 };
 
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn the_shipped_dashboard_has_units_and_queries_everywhere() {
-        let text = include_str!("../../grafana/dashboards/items-service.json");
+        let text = include_str!("../../../grafana/dashboards/items-service.json");
         let dashboard: Value = serde_json::from_str(text).unwrap();
         let queries = queries(&dashboard, Duration::from_secs(5));
         assert!(queries.len() >= 20, "{}", queries.len());

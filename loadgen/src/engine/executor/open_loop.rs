@@ -14,8 +14,8 @@ use tokio::{
 
 use super::{stream_rng, PhaseContext};
 use crate::{
-    client::{send_with, ConnectionPool},
-    sample::{Event, Sample},
+    engine::client::{send_with, ConnectionPool},
+    engine::sample::{Event, Sample},
 };
 
 /// When each request of an open-loop phase is due.

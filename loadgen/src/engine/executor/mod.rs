@@ -23,10 +23,10 @@ pub use open_loop::Timeline;
 pub use ramping_arrival_rate::RampingArrivalRate;
 
 use crate::{
-    client::Target,
-    plan::{Executor, Phase},
-    request::RequestGen,
-    sample::Event,
+    engine::client::Target,
+    engine::request::RequestGen,
+    engine::sample::Event,
+    scenario::plan::{Executor, Phase},
 };
 
 /// Everything a phase needs to run.

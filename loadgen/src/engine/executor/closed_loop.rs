@@ -15,8 +15,8 @@ use tokio::{task::JoinHandle, time::Instant};
 
 use super::{stream_rng, PhaseContext};
 use crate::{
-    client::send_with,
-    sample::{Event, Sample},
+    engine::client::send_with,
+    engine::sample::{Event, Sample},
 };
 
 /// How many VUs should be active at a point of the phase.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{client::TransportError, plan::OpKind};
+use crate::{engine::client::TransportError, scenario::plan::OpKind};
 
 /// One finished request.
 #[derive(Debug, Clone)]

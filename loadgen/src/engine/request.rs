@@ -14,8 +14,8 @@ use bytes::Bytes;
 use rand::{Rng, RngExt};
 
 use crate::{
-    keyspace::KeyPicker,
-    plan::{OpKind, Plan},
+    engine::keyspace::KeyPicker,
+    scenario::plan::{OpKind, Plan},
 };
 
 /// Header names of the service's fault injection.

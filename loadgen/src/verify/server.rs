@@ -11,13 +11,13 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::{
-    aggregate::Aggregator,
-    check::{percent, Check},
-    plan::{AlertState, Expectations},
-    prometheus::{unix_seconds, Prometheus},
-    reconcile::{self, Counts},
+    engine::aggregate::Aggregator,
     report::Summary,
     runner::Verifier,
+    scenario::plan::{AlertState, Expectations},
+    verify::check::{percent, Check},
+    verify::prometheus::{unix_seconds, Prometheus},
+    verify::reconcile::{self, Counts},
 };
 
 const SERVICE_JOB: &str = "items-service";

@@ -13,10 +13,10 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
 use crate::{
-    plan::{OpKind, Plan},
-    progress::Progress,
+    engine::progress::Progress,
+    engine::sample::{Event, Sample},
     report::{OpSummary, Percentiles, PhaseSummary, SeriesPoint, Summary},
-    sample::{Event, Sample},
+    scenario::plan::{OpKind, Plan},
 };
 
 /// Longest series kept; beyond it, neighbouring points are merged.
@@ -185,7 +185,7 @@ impl Aggregator {
             }
             Err(kind) => {
                 *op.transport_errors.entry(kind.name()).or_default() += 1;
-                if kind == crate::client::TransportError::Connect {
+                if kind == crate::engine::client::TransportError::Connect {
                     self.connect_failures_in_a_row += 1;
                     self.failing_since.get_or_insert_with(Instant::now);
                 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::closed_loop::VuProfile;
-use crate::plan::Stage;
+use crate::scenario::plan::Stage;
 
 pub struct RampingVus {
     start: u32,

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::{duration::format_latency, plan::ClientExpect, report::Summary};
+use crate::{duration::format_latency, report::Summary, scenario::plan::ClientExpect};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Check {
