@@ -2,9 +2,11 @@
 //! axum's plain-text ones.
 
 use axum::{
-    body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Request},
+    body::{Body, Bytes},
+    extract::{FromRequest, FromRequestParts, Path, Request, State},
     http::{header, request::Parts, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
 
@@ -47,20 +49,39 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 ))
             }
         }
-        let limit = state.client_timeouts.body_read;
-        let body = tokio::time::timeout(limit, Bytes::from_request(request, state))
-            .await
-            .map_err(|_elapsed| AppError::RequestTimeout(limit))?
-            .map_err(|rejection| match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
-                _ => AppError::InvalidBody(rejection.body_text()),
-            })?;
+        let body = read_body(request, state).await?;
         serde_json::from_slice(&body)
             .map(JsonBody)
             .map_err(|err| match err.classify() {
                 serde_json::error::Category::Data => AppError::InvalidBody(err.to_string()),
                 _ => AppError::InvalidJson(err.to_string()),
             })
+    }
+}
+
+/// Reads the whole body within the body-read timeout and the body limit.
+async fn read_body(request: Request, state: &AppState) -> Result<Bytes, AppError> {
+    let limit = state.client_timeouts.body_read;
+    tokio::time::timeout(limit, Bytes::from_request(request, state))
+        .await
+        .map_err(|_elapsed| AppError::RequestTimeout(limit))?
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
+            _ => AppError::InvalidBody(rejection.body_text()),
+        })
+}
+
+/// Route layer, outside load shedding: buffers the (bounded) body before
+/// the request takes an in-flight permit, so clients trickling uploads
+/// cannot hold the permits that GETs need.
+pub async fn buffer_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match read_body(Request::from_parts(parts.clone(), body), &state).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(err) => err.into_response(),
     }
 }
 

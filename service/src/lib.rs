@@ -3,12 +3,15 @@
 //! tests build an [`AppState`] and call [`run`] with their own listener and
 //! shutdown signal.
 
+pub mod catch_panic;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fault;
 pub mod key;
+pub mod log_limit;
 pub mod metrics;
+pub mod readiness;
 pub mod routes;
 pub mod server;
 pub mod shed;
@@ -38,6 +41,8 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     pub fault_injection: bool,
     pub client_timeouts: ClientTimeouts,
+    pub log_limiter: Arc<log_limit::LogLimiter>,
+    pub readiness: Arc<readiness::Readiness>,
 }
 
 impl AppState {
@@ -54,6 +59,8 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             fault_injection,
             client_timeouts: ClientTimeouts::default(),
+            log_limiter: Arc::default(),
+            readiness: Arc::default(),
         }
     }
 
