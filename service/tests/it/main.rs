@@ -4,6 +4,7 @@ mod common;
 mod concurrency;
 mod errors;
 mod faults;
+mod foreign_data;
 mod metrics;
 mod pagination;
 mod routes;

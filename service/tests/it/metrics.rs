@@ -10,7 +10,7 @@ fn requests(method: &str, endpoint: &str, status: u16) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_match_a_known_sequence() {
     let stack = Stack::start().await;
     for _ in 0..3 {
@@ -106,7 +106,7 @@ async fn counters_match_a_known_sequence() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cardinality_is_bounded_whatever_clients_send() {
     let stack = Stack::start().await;
     // One of each kind first, so every series they can create exists.

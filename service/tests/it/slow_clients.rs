@@ -44,7 +44,7 @@ fn assert_waited_for_timeout(after: Duration) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_head_is_disconnected() {
     let stack = start_with_short_header_read().await;
     let (received, after) =
@@ -57,7 +57,7 @@ async fn a_stalled_request_head_is_disconnected() {
     assert_eq!(stack.get("/").await.0, 200, "the service still serves");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed() {
     let stack = start_with_short_header_read().await;
     let (received, after) =
@@ -66,7 +66,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
     assert_waited_for_timeout(after);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_gets_408_and_frees_its_permit() {
     let stack = Stack::start_with_state(
         |config| config.max_in_flight = 1,
