@@ -183,7 +183,12 @@ fn secrets(url: &str) -> Vec<String> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let mut found = Vec::new();
     if let Some((userinfo, _)) = rest.rsplit_once('@') {
-        found.push(userinfo.split_once(':').map_or(userinfo, |(_, p)| p).to_owned());
+        found.push(
+            userinfo
+                .split_once(':')
+                .map_or(userinfo, |(_, p)| p)
+                .to_owned(),
+        );
     }
     if let Some((_, query)) = rest.split_once('?') {
         for pair in query.split(['&', '#']) {
@@ -233,9 +238,9 @@ pub fn redact_secrets(text: &str, url: &str) -> String {
     let mut secrets = secrets(url);
     // Longest first, so that a secret containing another is hidden whole.
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-    secrets
-        .iter()
-        .fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "***"))
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), "***")
+    })
 }
 
 #[cfg(test)]
@@ -356,7 +361,12 @@ mod tests {
                 .unwrap();
             assert_eq!(config.fault_injection, want, "{value}");
         }
-        assert!(args(&["--fault-injection"]).into_config().unwrap().fault_injection);
+        assert!(
+            args(&["--fault-injection"])
+                .into_config()
+                .unwrap()
+                .fault_injection
+        );
         assert!(Args::try_parse_from(["items-service", "--fault-injection=maybe"]).is_err());
     }
 }

@@ -104,12 +104,11 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        // Logged (rate-limited) by `log_limit::log_errors`; `{:#}` is the
-        // cause chain on one line, never a backtrace.
+        // Logged (rate-limited) by `log_limit::log_errors`.
         let report = match &self {
             Self::RedisUnavailable(cause) => Some(ErrorReport {
                 kind: "redis_unavailable",
-                cause: format!("{cause:#}"),
+                cause: one_line(cause),
                 is_error: false,
             }),
             Self::NotReady(cause) => Some(ErrorReport {
@@ -119,7 +118,7 @@ impl IntoResponse for AppError {
             }),
             Self::Internal(cause) => Some(ErrorReport {
                 kind: "internal",
-                cause: format!("{cause:#}"),
+                cause: one_line(cause.as_ref()),
                 is_error: true,
             }),
             _ => None,
@@ -147,6 +146,22 @@ impl IntoResponse for AppError {
         }
         response
     }
+}
+
+/// The cause chain on one line, without the repeats of messages that
+/// already quote their source (and never a backtrace).
+fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }
 
 impl From<StoreError> for AppError {

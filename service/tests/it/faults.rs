@@ -38,16 +38,21 @@ async fn redis_killed_then_restarted() {
 
     // Redis comes back (empty, no persistence): the service recovers by itself.
     stack.redis = RedisServer::start_on(port);
-    let took = wait_for("ready after redis restart", Duration::from_secs(10), || async {
-        stack.get("/readyz").await.0 == 200
-    })
+    let took = wait_for(
+        "ready after redis restart",
+        Duration::from_secs(10),
+        || async { stack.get("/readyz").await.0 == 200 },
+    )
     .await;
     println!("redis restart: /readyz 200 again {took:?} after redis answered PING");
     stack.put_item("k", json!(3)).await;
     assert_eq!(stack.get("/items/k").await.1["value"], 3);
     let text = stack.metrics_text().await;
-    let errors =
-        crate::common::sample(&text, r#"redis_app_command_errors_total{command="GET",kind="io"}"#).unwrap();
+    let errors = crate::common::sample(
+        &text,
+        r#"redis_app_command_errors_total{command="GET",kind="io"}"#,
+    )
+    .unwrap();
     assert!(errors >= 2.0, "GET errors not counted: {errors}");
 }
 
@@ -168,9 +173,11 @@ async fn blackholed_connection_is_replaced_within_two_seconds() {
     assert_eq!(stack.get("/readyz").await.0, 200);
     // The open connection goes silent; a new one would work.
     stack.proxy().freeze_existing();
-    let took = wait_for("ready after a blackhole", Duration::from_secs(5), || async {
-        stack.get("/readyz").await.0 == 200
-    })
+    let took = wait_for(
+        "ready after a blackhole",
+        Duration::from_secs(5),
+        || async { stack.get("/readyz").await.0 == 200 },
+    )
     .await;
     println!("blackhole: /readyz 200 again {took:?} after the freeze");
     assert!(took < Duration::from_secs(2), "recovery took {took:?}");
@@ -178,7 +185,10 @@ async fn blackholed_connection_is_replaced_within_two_seconds() {
     let timeouts = stack
         .metric(r#"redis_app_command_errors_total{command="PING",kind="timeout"}"#)
         .await;
-    assert!(timeouts >= 1.0, "the blackhole was not counted as a timeout");
+    assert!(
+        timeouts >= 1.0,
+        "the blackhole was not counted as a timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,9 +200,11 @@ async fn reset_and_refused_connections_heal() {
     let (status, body) = stack.get("/items/k").await;
     assert_error(status, &body, 503, "redis_unavailable");
     stack.proxy().refuse_new(false);
-    wait_for("reconnect after resets", Duration::from_secs(10), || async {
-        stack.get("/items/k").await.0 == 200
-    })
+    wait_for(
+        "reconnect after resets",
+        Duration::from_secs(10),
+        || async { stack.get("/items/k").await.0 == 200 },
+    )
     .await;
     assert!(
         stack
@@ -233,17 +245,29 @@ async fn requests_abandoned_during_a_stall_are_counted_as_499() {
     for outcome in futures::future::join_all(attempts).await {
         assert!(outcome.is_err(), "a request was answered during the stall");
     }
-    let took = wait_for("20 abandoned requests counted", Duration::from_secs(5), || async {
-        let (abandoned, observed) = abandoned_and_observed(&stack).await;
-        abandoned - before.0 >= 20.0 && observed - before.1 >= 20.0
-    })
+    let took = wait_for(
+        "20 abandoned requests counted",
+        Duration::from_secs(5),
+        || async {
+            let (abandoned, observed) = abandoned_and_observed(&stack).await;
+            abandoned - before.0 >= 20.0 && observed - before.1 >= 20.0
+        },
+    )
     .await;
     println!("stall: 20 abandoned requests counted as 499 {took:?} after the clients gave up");
     signal(stack.redis.pid(), "CONT");
     let (abandoned, observed) = abandoned_and_observed(&stack).await;
-    assert_eq!(abandoned - before.0, 20.0, "each abandoned request counted once");
+    assert_eq!(
+        abandoned - before.0,
+        20.0,
+        "each abandoned request counted once"
+    );
     assert_eq!(observed - before.1, 20.0);
-    assert_eq!(stack.service.state.metrics.in_flight.get(), 0, "in-flight gauge drifted");
+    assert_eq!(
+        stack.service.state.metrics.in_flight.get(),
+        0,
+        "in-flight gauge drifted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,8 +59,16 @@ async fn listing_skips_and_counts_foreign_entries() {
     }
     let text = stack.metrics_text().await;
     // Three walks, each meeting every foreign entry once.
-    assert_eq!(skipped(&text, "invalid_key"), 9.0, "bad key, non-UTF-8, separator");
-    assert_eq!(skipped(&text, "invalid_value"), 6.0, "non-JSON and non-UTF-8 values");
+    assert_eq!(
+        skipped(&text, "invalid_key"),
+        9.0,
+        "bad key, non-UTF-8, separator"
+    );
+    assert_eq!(
+        skipped(&text, "invalid_value"),
+        6.0,
+        "non-JSON and non-UTF-8 values"
+    );
     assert_eq!(skipped(&text, "wrong_type"), 3.0, "the hash");
 }
 
@@ -124,7 +132,10 @@ async fn pages_are_bounded_by_bytes() {
         bytes.len()
     );
     let page: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert!(page["next_cursor"].is_string(), "the page ended early without a cursor");
+    assert!(
+        page["next_cursor"].is_string(),
+        "the page ended early without a cursor"
+    );
     // Every item still comes exactly once, at any limit.
     let mut seen = HashMap::new();
     let mut cursor = String::new();
@@ -135,7 +146,9 @@ async fn pages_are_bounded_by_bytes() {
         assert_eq!(status, 200);
         for item in body["items"].as_array().unwrap() {
             assert_eq!(item["value"].as_str().map(str::len), Some(big.len()));
-            *seen.entry(item["key"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+            *seen
+                .entry(item["key"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
         }
         match body["next_cursor"].as_str() {
             Some(next) => cursor = next.to_owned(),

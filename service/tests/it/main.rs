@@ -2,6 +2,7 @@
 
 mod common;
 mod concurrency;
+mod containment;
 mod errors;
 mod faults;
 mod foreign_data;

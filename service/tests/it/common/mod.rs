@@ -68,12 +68,16 @@ impl Stack {
         let redis = RedisServer::start();
         let proxy = match proxied {
             true => {
-                let upstream = format!("127.0.0.1:{}", redis.port).parse().expect("address");
+                let upstream = format!("127.0.0.1:{}", redis.port)
+                    .parse()
+                    .expect("address");
                 Some(FaultProxy::start(upstream).await)
             }
             false => None,
         };
-        let url = proxy.as_ref().map_or_else(|| redis.url(), FaultProxy::redis_url);
+        let url = proxy
+            .as_ref()
+            .map_or_else(|| redis.url(), FaultProxy::redis_url);
         let mut config = test_config(&url);
         config.redis_timeout = GENEROUS_REDIS_TIMEOUT;
         adjust_config(&mut config);
@@ -90,7 +94,9 @@ impl Stack {
 
     /// The fault proxy of a stack started with [`Stack::start_proxied`].
     pub fn proxy(&self) -> &FaultProxy {
-        self.proxy.as_ref().expect("stack started without the proxy")
+        self.proxy
+            .as_ref()
+            .expect("stack started without the proxy")
     }
 
     /// Writes `items` with at most [`SETUP_CONCURRENCY`] requests in flight.
