@@ -104,10 +104,9 @@ impl Args {
             ));
         }
         if let Err(err) = redis::Client::open(self.redis_url.as_str()) {
-            // The client's message may quote the URL: redact both.
-            problems.push(redact_secrets(
-                &format!("--redis-url: {}: {err}", redact_url(&self.redis_url)),
-                &self.redis_url,
+            problems.push(format!(
+                "--redis-url: {}: {err}",
+                redact_url(&self.redis_url)
             ));
         }
         if !problems.is_empty() {
@@ -176,71 +175,6 @@ fn redact_query(text: &str) -> String {
         out.push_str(fragment);
     }
     out
-}
-
-/// Every secret `redact_url` would hide, as written and percent-decoded.
-fn secrets(url: &str) -> Vec<String> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let mut found = Vec::new();
-    if let Some((userinfo, _)) = rest.rsplit_once('@') {
-        found.push(
-            userinfo
-                .split_once(':')
-                .map_or(userinfo, |(_, p)| p)
-                .to_owned(),
-        );
-    }
-    if let Some((_, query)) = rest.split_once('?') {
-        for pair in query.split(['&', '#']) {
-            if let Some((name, value)) = pair.split_once('=') {
-                if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) {
-                    found.push(value.to_owned());
-                }
-            }
-        }
-    }
-    let decoded: Vec<String> = found.iter().map(|s| percent_decode(s)).collect();
-    found.extend(decoded);
-    found.retain(|secret| !secret.is_empty());
-    found
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `text` with every secret of `url` replaced by `***` (for messages of
-/// other libraries that may quote the URL or parts of it).
-pub fn redact_secrets(text: &str, url: &str) -> String {
-    let mut secrets = secrets(url);
-    // Longest first, so that a secret containing another is hidden whole.
-    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-    secrets.iter().fold(text.to_owned(), |text, secret| {
-        text.replace(secret.as_str(), "***")
-    })
 }
 
 #[cfg(test)]

@@ -282,6 +282,9 @@ async fn one_deadline_bounds_all_redis_work_of_a_listing() {
         fill.cmd("SET").arg(format!("other:{i}")).arg(i).ignore();
     }
     fill.exec(&mut redis).unwrap();
+    // Connect (and handshake) before the latency, so each SCAN costs one
+    // slowed round trip, well within the timeout on its own.
+    assert_eq!(stack.get("/readyz").await.0, 200);
     stack.proxy().set_latency(Duration::from_millis(100));
     let started = Instant::now();
     let (status, body) = stack.get("/items?limit=1").await;
