@@ -34,6 +34,11 @@ use crate::{key::validate_key, metrics::Metrics};
 /// request into an unbounded walk.
 const MAX_SCANS_PER_PAGE: usize = 16;
 
+/// Keys asked of one `SCAN`: a page leaves over at most about one batch
+/// for its cursor to carry (≤ ~33 KB of keys, within the URL limits of
+/// common clients).
+const SCAN_BATCH: usize = 128;
+
 /// Bytes of keys and values one page may carry: a page ends early (with a
 /// cursor) rather than buffer 1000 large values.
 pub const PAGE_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
@@ -204,50 +209,6 @@ impl RedisStore {
         self.list_skipped.with_label_values(&[reason]).inc();
     }
 
-    /// Scans for keys until `want` are collected or the scan ends; keys
-    /// beyond `want` are returned as overflow for the next page. Keys a
-    /// client could not have written are skipped.
-    async fn scan_keys(
-        &self,
-        mut scan: u64,
-        want: usize,
-        deadline: Instant,
-    ) -> Result<(Vec<String>, Vec<String>, Option<u64>), StoreError> {
-        let pattern = format!("{}*", self.prefix);
-        let mut keys = Vec::with_capacity(want);
-        for _ in 0..MAX_SCANS_PER_PAGE {
-            let count = (want - keys.len()).max(10);
-            let (next, batch): (u64, Vec<Vec<u8>>) = self
-                .run(
-                    "SCAN",
-                    redis::cmd("SCAN")
-                        .arg(scan)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(count),
-                    deadline,
-                )
-                .await?;
-            for full in batch {
-                match self.client_key(full) {
-                    Some(key) => keys.push(key),
-                    None => self.skipped(SKIP_INVALID_KEY),
-                }
-            }
-            scan = next;
-            if scan == 0 || keys.len() >= want {
-                break;
-            }
-        }
-        let overflow = if keys.len() > want {
-            keys.split_off(want)
-        } else {
-            Vec::new()
-        };
-        Ok((keys, overflow, (scan != 0).then_some(scan)))
-    }
-
     /// The client key of a full Redis key, if it is one a client could have
     /// written (UTF-8, under the prefix, valid key).
     fn client_key(&self, full: Vec<u8>) -> Option<String> {
@@ -257,69 +218,81 @@ impl RedisStore {
         Some(key.to_owned())
     }
 
-    /// Fetches the values of `keys` in order until the page budget is
-    /// spent; returns the items and the keys left for the next page.
-    async fn fetch_page(
+    /// Pairs each key with the size of its entry on a page (key plus value
+    /// length, from one pipelined `STRLEN` per key), skipping entries that
+    /// are not strings or could never fit a page.
+    async fn measure(
         &self,
         keys: Vec<String>,
         deadline: Instant,
-    ) -> Result<(Vec<Item>, Vec<String>), StoreError> {
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         if keys.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Vec::new());
         }
-        let full_keys: Vec<String> = keys.iter().map(|key| self.full_key(key)).collect();
-        // Sizes first, so that the values fetched fit the budget.
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for full in &full_keys {
-            pipe.cmd("STRLEN").arg(full);
+        for key in &keys {
+            pipe.cmd("STRLEN").arg(self.full_key(key));
         }
         let lengths: Vec<RedisResult<u64>> = self
             .exchange("STRLEN", deadline, |mut connection| async move {
                 pipe.query_async(&mut connection).await
             })
             .await?;
-        let mut budget = PAGE_BUDGET_BYTES;
-        let mut chosen = Vec::with_capacity(keys.len());
-        let mut rest = Vec::new();
+        let mut measured = Vec::with_capacity(keys.len());
         for (key, length) in keys.into_iter().zip(lengths) {
-            if !rest.is_empty() {
-                rest.push(key);
-                continue;
-            }
-            let Ok(length) = length else {
-                self.skipped(SKIP_WRONG_TYPE);
-                continue;
-            };
-            let cost = length + key.len() as u64;
-            if cost > PAGE_BUDGET_BYTES {
-                self.skipped(SKIP_TOO_LARGE);
-            } else if cost > budget {
-                rest.push(key);
-            } else {
-                budget -= cost;
-                chosen.push(key);
+            match length {
+                Err(_) => self.skipped(SKIP_WRONG_TYPE),
+                Ok(length) if length + key.len() as u64 > PAGE_BUDGET_BYTES => {
+                    self.skipped(SKIP_TOO_LARGE);
+                }
+                Ok(length) => {
+                    let size = length + key.len() as u64;
+                    measured.push((key, size));
+                }
             }
         }
-        if chosen.is_empty() {
-            return Ok((Vec::new(), rest));
+        Ok(measured)
+    }
+
+    /// The values of `keys`, skipping (and counting) those that are not
+    /// JSON; a key that expired or was deleted since the scan is skipped
+    /// silently: it is no longer there to list.
+    async fn fetch(&self, keys: Vec<String>, deadline: Instant) -> Result<Vec<Item>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        let full_keys: Vec<String> = chosen.iter().map(|key| self.full_key(key)).collect();
+        let full_keys: Vec<String> = keys.iter().map(|key| self.full_key(key)).collect();
         let values: Vec<Option<Vec<u8>>> = self
             .run("MGET", redis::cmd("MGET").arg(&full_keys), deadline)
             .await?;
-        let mut items = Vec::with_capacity(chosen.len());
-        // A key that expired or was deleted since the scan (None) is skipped
-        // silently: it is no longer there to list.
-        for (key, raw) in chosen.into_iter().zip(values) {
+        let mut items = Vec::with_capacity(keys.len());
+        for (key, raw) in keys.into_iter().zip(values) {
             let Some(raw) = raw else { continue };
             match parse_value(&key, raw) {
                 Ok(value) => items.push(Item { key, value }),
                 Err(_) => self.skipped(SKIP_INVALID_VALUE),
             }
         }
-        Ok((items, rest))
+        Ok(items)
     }
+}
+
+/// Splits measured keys into those of this page (at most `limit`, within
+/// the byte budget; the first always fits) and those left for the next.
+fn choose(measured: Vec<(String, u64)>, limit: usize) -> (Vec<String>, Vec<String>) {
+    let mut budget = PAGE_BUDGET_BYTES;
+    let mut chosen = Vec::new();
+    let mut rest = Vec::new();
+    for (key, size) in measured {
+        if rest.is_empty() && chosen.len() < limit && size <= budget {
+            budget -= size;
+            chosen.push(key);
+        } else {
+            rest.push(key);
+        }
+    }
+    (chosen, rest)
 }
 
 /// Parses a stored value, which must be the JSON the service wrote.
@@ -370,39 +343,50 @@ impl Store for RedisStore {
     async fn list(&self, cursor: Option<ListCursor>, limit: usize) -> Result<Page, StoreError> {
         // One deadline for every SCAN, STRLEN and MGET of this page.
         let deadline = self.deadline();
-        let ListCursor { scan, mut pending } = cursor.unwrap_or(ListCursor {
+        let ListCursor { mut scan, pending } = cursor.unwrap_or(ListCursor {
             scan: Some(0),
             pending: Vec::new(),
         });
-        let (keys, mut next) = if pending.len() >= limit {
-            let rest = pending.split_off(limit);
-            (
-                pending,
-                ListCursor {
-                    scan,
-                    pending: rest,
-                },
-            )
-        } else if let Some(scan) = scan {
-            let (scanned, overflow, next_scan) = self
-                .scan_keys(scan, limit - pending.len(), deadline)
+        // Keys carried by the cursor come first, then fresh SCAN batches
+        // until the page is full by count or by bytes. Batches are small so
+        // that what a page leaves over (and the cursor carries) stays small.
+        let mut measured = self.measure(pending, deadline).await?;
+        let pattern = format!("{}*", self.prefix);
+        for _ in 0..MAX_SCANS_PER_PAGE {
+            let spent: u64 = measured.iter().map(|(_, size)| size).sum();
+            let Some(position) = scan else { break };
+            if measured.len() >= limit || spent >= PAGE_BUDGET_BYTES {
+                break;
+            }
+            let count = (limit - measured.len()).clamp(10, SCAN_BATCH);
+            let (next, batch): (u64, Vec<Vec<u8>>) = self
+                .run(
+                    "SCAN",
+                    redis::cmd("SCAN")
+                        .arg(position)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(count),
+                    deadline,
+                )
                 .await?;
-            pending.extend(scanned);
-            (
-                pending,
-                ListCursor {
-                    scan: next_scan,
-                    pending: overflow,
-                },
-            )
-        } else {
-            (pending, ListCursor::default())
-        };
-        let (items, mut rest) = self.fetch_page(keys, deadline).await?;
-        if !rest.is_empty() {
-            rest.append(&mut next.pending);
-            next.pending = rest;
+            let mut keys = Vec::with_capacity(batch.len());
+            for full in batch {
+                match self.client_key(full) {
+                    Some(key) => keys.push(key),
+                    None => self.skipped(SKIP_INVALID_KEY),
+                }
+            }
+            measured.extend(self.measure(keys, deadline).await?);
+            scan = (next != 0).then_some(next);
         }
+        let (chosen, rest) = choose(measured, limit);
+        let items = self.fetch(chosen, deadline).await?;
+        let next = ListCursor {
+            scan,
+            pending: rest,
+        };
         Ok(Page {
             items,
             next: (!next.is_exhausted()).then_some(next),

@@ -158,3 +158,37 @@ async fn pages_are_bounded_by_bytes() {
     assert_eq!(seen.len(), 7);
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_cut_by_bytes_carries_long_keys_in_its_cursor() {
+    // 1000 keys of the maximum length with 20 KB values: the first page
+    // holds ~200 of them, and the cursor carries the other ~800 keys.
+    let stack = Stack::start().await;
+    let value = "v".repeat(20 * 1000);
+    let keys: Vec<String> = (0..1000).map(|i| format!("{i:0>256}")).collect();
+    stack
+        .put_items(keys.iter().map(|key| (key.clone(), json!(value))))
+        .await;
+    let mut seen = HashMap::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let (status, body) = stack
+            .get(&format!("/items?limit=1000&cursor={cursor}"))
+            .await;
+        assert_eq!(status, 200, "page {pages}: {body}");
+        pages += 1;
+        for item in body["items"].as_array().unwrap() {
+            *seen
+                .entry(item["key"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert!(pages >= 5, "{pages} pages for 20 MB");
+    assert_eq!(seen.len(), 1000);
+    assert!(seen.values().all(|n| *n == 1));
+}
