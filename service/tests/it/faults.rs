@@ -181,6 +181,10 @@ async fn blackholed_connection_is_replaced_within_two_seconds() {
     .await;
     println!("blackhole: /readyz 200 again {took:?} after the freeze");
     assert!(took < Duration::from_secs(2), "recovery took {took:?}");
+    assert!(
+        stack.proxy().connections() >= 2,
+        "served without a fresh connection"
+    );
     assert_eq!(stack.get("/items/k").await.1["value"], 1);
     let timeouts = stack
         .metric(r#"redis_app_command_errors_total{command="PING",kind="timeout"}"#)
