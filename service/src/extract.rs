@@ -1,6 +1,7 @@
 //! Extractors whose rejections use the service's JSON error shape instead of
 //! axum's plain-text ones.
 
+use axum::body::HttpBody as _;
 use axum::{
     body::{Body, Bytes},
     extract::{FromRequest, FromRequestParts, Path, Request, State},
@@ -9,6 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 use crate::{error::AppError, key::validate_key, AppState, MAX_BODY_BYTES};
 
@@ -73,9 +75,18 @@ async fn read_body(request: Request, state: &AppState) -> Result<Bytes, AppError
 
 /// Route layer, outside load shedding: buffers the (bounded) body before
 /// the request takes an in-flight permit, so clients trickling uploads
-/// cannot hold the permits that GETs need.
+/// cannot hold the permits that GETs need. Body reading has its own bound
+/// (`--max-in-flight` bodies at once, so at most that many MiB buffered);
+/// requests beyond it are shed with 503 `overloaded`. Requests without a
+/// body skip it.
 pub async fn buffer_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
+    if body.size_hint().exact() == Some(0) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let Ok(_reading) = Arc::clone(&state.body_readers).try_acquire_owned() else {
+        return AppError::Overloaded.into_response();
+    };
     match read_body(Request::from_parts(parts.clone(), body), &state).await {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))

@@ -39,6 +39,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<Semaphore>,
+    /// Request bodies being read (before `in_flight`), bounded alike.
+    pub body_readers: Arc<Semaphore>,
     pub fault_injection: bool,
     pub client_timeouts: ClientTimeouts,
     pub log_limiter: Arc<log_limit::LogLimiter>,
@@ -57,6 +59,7 @@ impl AppState {
             store,
             metrics,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            body_readers: Arc::new(Semaphore::new(max_in_flight)),
             fault_injection,
             client_timeouts: ClientTimeouts::default(),
             log_limiter: Arc::default(),

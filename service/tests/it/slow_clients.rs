@@ -68,24 +68,31 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_bodies_get_408_and_hold_no_permit() {
+    const UPLOADS: usize = 4;
     let stack = Stack::start_with_state(
-        |config| config.max_in_flight = 1,
+        |config| config.max_in_flight = UPLOADS,
         |state| state.client_timeouts.body_read = SHORT,
     )
     .await;
     let stalled = b"POST /items HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
         Content-Length: 100\r\n\r\n{\"key\":";
-    let uploads =
-        futures::future::join_all((0..4).map(|_| write_then_read_until_closed(&stack, stalled)));
+    let uploads = futures::future::join_all(
+        (0..UPLOADS).map(|_| write_then_read_until_closed(&stack, stalled)),
+    );
     let (replies, ()) = tokio::join!(uploads, async {
         let in_flight = || stack.service.state.metrics.in_flight.get();
-        wait_for("4 stalled uploads in flight", SHORT, || async {
-            in_flight() >= 4
+        wait_for("stalled uploads in flight", SHORT, || async {
+            in_flight() >= UPLOADS as i64
         })
         .await;
-        // Four trickling uploads, one permit: data routes are still served.
+        // As many trickling uploads as permits: data routes are still
+        // served, and body reading has its own bound.
         assert_eq!(stack.get("/items/x").await.0, 404);
-        stack.put_item("k", json!(1)).await;
+        assert_eq!(stack.delete("/items/x").await.0, 404);
+        let (status, body) = stack
+            .post_json("/items", &json!({"key": "k", "value": 1}))
+            .await;
+        assert_error(status, &body, 503, "overloaded");
     });
 
     for (received, after) in replies {
@@ -99,9 +106,10 @@ async fn stalled_bodies_get_408_and_hold_no_permit() {
         let body: Value = serde_json::from_str(body).expect("JSON error body");
         assert_error(408, &body, 408, "request_timeout");
     }
+    stack.put_item("k", json!(1)).await;
     let text = stack.metrics_text().await;
     let timed_out = r#"http_requests_total{endpoint="/items",method="POST",status_code="408"}"#;
-    assert_eq!(sample(&text, timed_out), Some(4.0));
+    assert_eq!(sample(&text, timed_out), Some(UPLOADS as f64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
