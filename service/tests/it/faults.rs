@@ -38,12 +38,9 @@ async fn redis_killed_then_restarted() {
 
     // Redis comes back (empty, no persistence): the service recovers by itself.
     stack.redis = RedisServer::start_on(port);
-    let took = wait_for(
-        "ready after redis restart",
-        Duration::from_secs(10),
-        || async { stack.get("/readyz").await.0 == 200 },
-    )
-    .await;
+    let took = stack
+        .wait_until_ready("after redis restart", Duration::from_secs(10))
+        .await;
     println!("redis restart: /readyz 200 again {took:?} after redis answered PING");
     stack.put_item("k", json!(3)).await;
     assert_eq!(stack.get("/items/k").await.1["value"], 3);
@@ -173,12 +170,9 @@ async fn blackholed_connection_is_replaced_within_two_seconds() {
     assert_eq!(stack.get("/readyz").await.0, 200);
     // The open connection goes silent; a new one would work.
     stack.proxy().freeze_existing();
-    let took = wait_for(
-        "ready after a blackhole",
-        Duration::from_secs(5),
-        || async { stack.get("/readyz").await.0 == 200 },
-    )
-    .await;
+    let took = stack
+        .wait_until_ready("after a blackhole", Duration::from_secs(5))
+        .await;
     println!("blackhole: /readyz 200 again {took:?} after the freeze");
     assert!(took < Duration::from_secs(2), "recovery took {took:?}");
     assert!(

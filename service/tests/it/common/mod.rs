@@ -115,6 +115,14 @@ impl Stack {
             .expect("connect to redis-server")
     }
 
+    /// Polls `/readyz` until it answers 200; returns how long that took.
+    pub async fn wait_until_ready(&self, what: &str, bound: Duration) -> Duration {
+        wait_for(&format!("ready {what}"), bound, || async {
+            self.get("/readyz").await.0 == 200
+        })
+        .await
+    }
+
     /// One sample of `/metrics` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
         sample(&self.metrics_text().await, series).unwrap_or(0.0)
