@@ -42,8 +42,17 @@ pub struct Args {
     /// Concurrent requests above this are shed with 503 `overloaded`.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
-    /// Honour the `X-Fault-Status` and `X-Fault-Delay-Ms` request headers.
-    #[arg(long, env = "FAULT_INJECTION", default_value_t = false)]
+    /// Honour the `X-Fault-Status` and `X-Fault-Delay-Ms` request headers
+    /// (`--fault-injection`, or a value: 1/0, true/false, yes/no, on/off).
+    #[arg(
+        long,
+        env = "FAULT_INJECTION",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set,
+    )]
     pub fault_injection: bool,
     /// Log format; the level comes from `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
@@ -83,9 +92,14 @@ impl Args {
                 self.max_in_flight
             ));
         }
-        if self.key_prefix.len() > 64 || !self.key_prefix.bytes().all(is_valid_key_char) {
+        // An empty prefix would let the service list and delete every key
+        // of the database.
+        if self.key_prefix.is_empty()
+            || self.key_prefix.len() > 64
+            || !self.key_prefix.bytes().all(is_valid_key_char)
+        {
             problems.push(format!(
-                "--key-prefix: {:?} must be at most 64 bytes of [A-Za-z0-9._:-]",
+                "--key-prefix: {:?} must be 1 to 64 bytes of [A-Za-z0-9._:-]",
                 self.key_prefix
             ));
         }
@@ -110,18 +124,57 @@ impl Args {
     }
 }
 
-/// Replaces the password of a `redis://user:password@host` URL with `***`.
+/// Query parameters that carry credentials in `redis+unix://` and
+/// `unix://` URLs (redis-rs reads `pass` and `user`).
+const SECRET_PARAMS: &[&str] = &["pass", "password"];
+
+/// The URL with every password replaced by `***`: the userinfo password of
+/// `redis[s]://` and `valkey[s]://` URLs (or the whole userinfo when it has no
+/// user/password separator), and the `pass=` query parameter of socket URLs.
+/// Works on malformed URLs too, since those are echoed in error messages.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => rest.to_owned(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://***@{host}"),
+    let rest = redact_query(&rest);
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
     }
+}
+
+/// Replaces the values of [`SECRET_PARAMS`] in the query string of `text`.
+fn redact_query(text: &str) -> String {
+    let Some((head, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{head}?{}", query.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -172,5 +225,82 @@ mod tests {
             "redis://app:***@db:6379"
         );
         assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+    }
+
+    #[test]
+    fn every_url_form_is_redacted() {
+        for (url, want) in [
+            ("rediss://u:s3cret@db:6380/1", "rediss://u:***@db:6380/1"),
+            ("valkey://:s3cret@db", "valkey://:***@db"),
+            ("valkeys://u:s3cret@db", "valkeys://u:***@db"),
+            ("redis://s3cret@db", "redis://***@db"),
+            // A password containing '@' and ':'.
+            ("redis://u:p@ss:w@db:6379", "redis://u:***@db:6379"),
+            (
+                "redis+unix:///run/redis.sock?pass=s3cret",
+                "redis+unix:///run/redis.sock?pass=***",
+            ),
+            (
+                "unix:///run/redis.sock?db=1&user=u&pass=s3cret#x",
+                "unix:///run/redis.sock?db=1&user=u&pass=***#x",
+            ),
+            (
+                "valkey+unix:///run/v.sock?PASS=s3cret&db=2",
+                "valkey+unix:///run/v.sock?PASS=***&db=2",
+            ),
+            // Malformed URLs are echoed in errors: still redacted.
+            ("redis://u:s3cret@db:notaport", "redis://u:***@db:notaport"),
+            ("u:s3cret@db", "u:***@db"),
+            ("http://u:s3cret@db", "http://u:***@db"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+            assert!(!redact_url(url).contains("s3cret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn config_errors_never_echo_a_password() {
+        for url in [
+            "redis://u:s3cret@db:notaport",
+            "http://u:s3cret@db",
+            "u:s3cret@db",
+            "redis://u:s3%63ret@db:99999",
+            "redis+unix://?pass=s3cret&db=x",
+        ] {
+            let err = args(&["--redis-url", url]).into_config().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("--redis-url"), "{url}: {text}");
+            assert!(!text.contains("s3cret"), "{url}: {text}");
+        }
+    }
+
+    #[test]
+    fn an_empty_key_prefix_is_rejected() {
+        let err = args(&["--key-prefix", ""]).into_config().unwrap_err();
+        assert!(err.to_string().contains("--key-prefix"), "{err}");
+    }
+
+    #[test]
+    fn fault_injection_takes_boolean_words_and_digits() {
+        for (value, want) in [
+            ("1", true),
+            ("0", false),
+            ("true", true),
+            ("false", false),
+            ("yes", true),
+            ("off", false),
+        ] {
+            let config = args(&[&format!("--fault-injection={value}")])
+                .into_config()
+                .unwrap();
+            assert_eq!(config.fault_injection, want, "{value}");
+        }
+        assert!(
+            args(&["--fault-injection"])
+                .into_config()
+                .unwrap()
+                .fault_injection
+        );
+        assert!(Args::try_parse_from(["items-service", "--fault-injection=maybe"]).is_err());
     }
 }

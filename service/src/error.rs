@@ -9,7 +9,10 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::{
+    log_limit::ErrorReport,
+    store::{ErrorKind, StoreError},
+};
 
 /// Every error response the service can produce.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +39,18 @@ pub enum AppError {
     RequestTimeout(std::time::Duration),
     #[error("redis is unavailable")]
     RedisUnavailable(#[source] StoreError),
+    /// The readiness PING failed (the cause, shared by coalesced probes).
+    #[error("redis is unavailable")]
+    NotReady(String),
     #[error("too many requests in flight; retry shortly")]
     Overloaded,
     #[error("fault injected by X-Fault-Status")]
     InjectedFault(StatusCode),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+    /// A handler panicked (reported by the panic hook).
+    #[error("internal error")]
+    Panicked,
 }
 
 #[derive(Serialize)]
@@ -64,9 +73,11 @@ impl AppError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::RedisUnavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RedisUnavailable(_) | Self::NotReady(_) | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::InjectedFault(status) => *status,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -83,21 +94,35 @@ impl AppError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RequestTimeout(_) => "request_timeout",
-            Self::RedisUnavailable(_) => "redis_unavailable",
+            Self::RedisUnavailable(_) | Self::NotReady(_) => "redis_unavailable",
             Self::Overloaded => "overloaded",
             Self::InjectedFault(_) => "injected_fault",
-            Self::Internal(_) => "internal",
+            Self::Internal(_) | Self::Panicked => "internal",
         }
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        match &self {
-            Self::RedisUnavailable(cause) => tracing::warn!(error = %cause, "redis unavailable"),
-            Self::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
-            _ => {}
-        }
+        // Logged (rate-limited) by `log_limit::log_errors`.
+        let report = match &self {
+            Self::RedisUnavailable(cause) => Some(ErrorReport {
+                kind: "redis_unavailable",
+                cause: one_line(cause),
+                is_error: false,
+            }),
+            Self::NotReady(cause) => Some(ErrorReport {
+                kind: "redis_unavailable",
+                cause: cause.clone(),
+                is_error: false,
+            }),
+            Self::Internal(cause) => Some(ErrorReport {
+                kind: "internal",
+                cause: one_line(cause.as_ref()),
+                is_error: true,
+            }),
+            _ => None,
+        };
         let status = self.status();
         let body = ErrorBody {
             error: self.code(),
@@ -116,15 +141,36 @@ impl IntoResponse for AppError {
             }
             _ => {}
         }
+        if let Some(report) = report {
+            response.extensions_mut().insert(report);
+        }
         response
     }
 }
 
+/// The cause chain on one line, without the repeats of messages that
+/// already quote their source (and never a backtrace).
+fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Corrupt(msg) => Self::Internal(anyhow::anyhow!(msg)),
-            other => Self::RedisUnavailable(other),
+        // Data errors are not an outage: retrying will not help, and the
+        // Redis panels must not be blamed for them.
+        match err.kind() {
+            ErrorKind::Data => Self::Internal(err.into()),
+            ErrorKind::Timeout | ErrorKind::Io => Self::RedisUnavailable(err),
         }
     }
 }

@@ -1,12 +1,16 @@
 //! Extractors whose rejections use the service's JSON error shape instead of
 //! axum's plain-text ones.
 
+use axum::body::HttpBody as _;
 use axum::{
-    body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Request},
+    body::{Body, Bytes},
+    extract::{FromRequest, FromRequestParts, Path, Request, State},
     http::{header, request::Parts, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
 };
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
 use crate::{error::AppError, key::validate_key, AppState, MAX_BODY_BYTES};
 
@@ -47,20 +51,48 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 ))
             }
         }
-        let limit = state.client_timeouts.body_read;
-        let body = tokio::time::timeout(limit, Bytes::from_request(request, state))
-            .await
-            .map_err(|_elapsed| AppError::RequestTimeout(limit))?
-            .map_err(|rejection| match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
-                _ => AppError::InvalidBody(rejection.body_text()),
-            })?;
+        let body = read_body(request, state).await?;
         serde_json::from_slice(&body)
             .map(JsonBody)
             .map_err(|err| match err.classify() {
                 serde_json::error::Category::Data => AppError::InvalidBody(err.to_string()),
                 _ => AppError::InvalidJson(err.to_string()),
             })
+    }
+}
+
+/// Reads the whole body within the body-read timeout and the body limit.
+async fn read_body(request: Request, state: &AppState) -> Result<Bytes, AppError> {
+    let limit = state.client_timeouts.body_read;
+    tokio::time::timeout(limit, Bytes::from_request(request, state))
+        .await
+        .map_err(|_elapsed| AppError::RequestTimeout(limit))?
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
+            _ => AppError::InvalidBody(rejection.body_text()),
+        })
+}
+
+/// Route layer, outside load shedding: buffers the (bounded) body before
+/// the request takes an in-flight permit, so clients trickling uploads
+/// cannot hold the permits that GETs need. Body reading has its own bound
+/// (`--max-in-flight` bodies at once, so at most that many MiB buffered);
+/// requests beyond it are shed with 503 `overloaded`. Requests without a
+/// body skip it.
+pub async fn buffer_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if body.size_hint().exact() == Some(0) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let Ok(_reading) = Arc::clone(&state.body_readers).try_acquire_owned() else {
+        return AppError::Overloaded.into_response();
+    };
+    match read_body(Request::from_parts(parts.clone(), body), &state).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(err) => err.into_response(),
     }
 }
 

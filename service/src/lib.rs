@@ -3,12 +3,15 @@
 //! tests build an [`AppState`] and call [`run`] with their own listener and
 //! shutdown signal.
 
+pub mod catch_panic;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fault;
 pub mod key;
+pub mod log_limit;
 pub mod metrics;
+pub mod readiness;
 pub mod routes;
 pub mod server;
 pub mod shed;
@@ -36,8 +39,12 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<Semaphore>,
+    /// Request bodies being read (before `in_flight`), bounded alike.
+    pub body_readers: Arc<Semaphore>,
     pub fault_injection: bool,
     pub client_timeouts: ClientTimeouts,
+    pub log_limiter: Arc<log_limit::LogLimiter>,
+    pub readiness: Arc<readiness::Readiness>,
 }
 
 impl AppState {
@@ -52,8 +59,11 @@ impl AppState {
             store,
             metrics,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            body_readers: Arc::new(Semaphore::new(max_in_flight)),
             fault_injection,
             client_timeouts: ClientTimeouts::default(),
+            log_limiter: Arc::default(),
+            readiness: Arc::default(),
         }
     }
 

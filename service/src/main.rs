@@ -1,9 +1,16 @@
 //! Thin binary: parse flags, set up logging, bind, serve until SIGTERM/Ctrl-C.
+//! It also installs the panic hook: a panic (contained per request by the
+//! `catch_panic` layer) is logged as one rate-limited line with its
+//! location, never with a backtrace, whatever `RUST_BACKTRACE` says.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use items_service::{config::Args, telemetry};
+use items_service::{
+    config::Args,
+    log_limit::{ErrorReport, LogLimiter},
+    telemetry,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -16,6 +23,15 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
+    let limiter = LogLimiter::default();
+    std::panic::set_hook(Box::new(move |info| {
+        let report = ErrorReport {
+            kind: "panic",
+            cause: info.to_string().replace('\n', " "),
+            is_error: true,
+        };
+        limiter.log(&report);
+    }));
     match items_service::serve(config, items_service::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -7,6 +7,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use crate::store::{redis::SKIP_REASONS, ErrorKind};
 use axum::{
     extract::{MatchedPath, Request, State},
     http::Method,
@@ -39,11 +40,15 @@ pub const ROUTES: &[(&str, &[&str])] = &[
 pub const UNMATCHED: &str = "unmatched";
 
 /// Redis commands the store issues; their error series start at 0.
-pub const REDIS_COMMANDS: &[&str] = &["GET", "SET", "DEL", "SCAN", "MGET", "PING"];
+pub const REDIS_COMMANDS: &[&str] = &["GET", "SET", "DEL", "SCAN", "STRLEN", "MGET", "PING"];
+
+/// The `status_code` of a request the client abandoned before the response
+/// (nginx's "client closed request").
+pub const CLIENT_CLOSED: &str = "499";
 
 /// Error statuses whose series exist from start-up so that the first burst
 /// shows up in `increase()`.
-const PREINITIALISED_STATUSES: &[&str] = &["500", "503"];
+const PREINITIALISED_STATUSES: &[&str] = &["499", "500", "503"];
 
 /// All metrics of the service, registered in their own registry.
 #[derive(Clone)]
@@ -56,6 +61,7 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub redis_command_duration: HistogramVec,
     pub redis_command_errors: IntCounterVec,
+    pub list_skipped: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,9 +106,16 @@ impl Metrics {
         let redis_command_errors = IntCounterVec::new(
             Opts::new(
                 "redis_app_command_errors_total",
-                "Redis commands that failed or timed out.",
+                "Redis commands that failed, by command and kind (timeout, io, data).",
             ),
-            &["command"],
+            &["command", "kind"],
+        )?;
+        let list_skipped = IntCounterVec::new(
+            Opts::new(
+                "redis_app_list_skipped_total",
+                "Entries under the key prefix that GET /items skipped, by reason.",
+            ),
+            &["reason"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -122,8 +135,13 @@ impl Metrics {
             }
         }
         for command in REDIS_COMMANDS {
-            redis_command_errors.with_label_values(&[command]);
+            for kind in ErrorKind::ALL {
+                redis_command_errors.with_label_values(&[command, kind.label()]);
+            }
             redis_command_duration.with_label_values(&[command]);
+        }
+        for reason in SKIP_REASONS {
+            list_skipped.with_label_values(&[reason]);
         }
 
         registry.register(Box::new(requests.clone()))?;
@@ -133,6 +151,7 @@ impl Metrics {
         registry.register(Box::new(cache_misses.clone()))?;
         registry.register(Box::new(redis_command_duration.clone()))?;
         registry.register(Box::new(redis_command_errors.clone()))?;
+        registry.register(Box::new(list_skipped.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -147,6 +166,7 @@ impl Metrics {
             cache_misses,
             redis_command_duration,
             redis_command_errors,
+            list_skipped,
         })
     }
 
@@ -188,39 +208,58 @@ pub fn endpoint_label(matched: Option<&MatchedPath>) -> &'static str {
         .map_or(UNMATCHED, |(template, _)| template)
 }
 
-/// Decrements the in-flight gauge even when the request future is dropped
-/// (client gone), so the gauge never drifts upwards.
-struct InFlight(IntGauge);
+/// Records one request exactly once: with its status when the response is
+/// produced, or as `499` with its duration when the request future is
+/// dropped first (the client closed the connection). Also decrements the
+/// in-flight gauge on either path, so it never drifts upwards.
+struct RequestRecord {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    endpoint: &'static str,
+    started: Instant,
+    recorded: bool,
+}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
+impl RequestRecord {
+    fn record(&mut self, status: &str) {
+        self.recorded = true;
+        self.metrics
+            .request_duration
+            .with_label_values(&[self.method, self.endpoint])
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .with_label_values(&[self.method, self.endpoint, status])
+            .inc();
     }
 }
 
-/// Outermost middleware: counts and times every response, shed and
-/// unmatched ones included.
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(CLIENT_CLOSED);
+        }
+        self.metrics.in_flight.dec();
+    }
+}
+
+/// Outermost middleware: counts and times every request, shed, unmatched
+/// and abandoned ones included.
 pub async fn track_metrics(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let endpoint = endpoint_label(request.extensions().get::<MatchedPath>());
     metrics.in_flight.inc();
-    let _in_flight = InFlight(metrics.in_flight.clone());
-
+    let mut record = RequestRecord {
+        method: method_label(request.method()),
+        endpoint: endpoint_label(request.extensions().get::<MatchedPath>()),
+        metrics,
+        started: Instant::now(),
+        recorded: false,
+    };
     let response = next.run(request).await;
-
-    metrics
-        .request_duration
-        .with_label_values(&[method, endpoint])
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .with_label_values(&[method, endpoint, response.status().as_str()])
-        .inc();
+    record.record(response.status().as_str());
     response
 }
 
@@ -238,6 +277,11 @@ mod tests {
         assert!(text.contains(
             r#"http_requests_total{endpoint="/items",method="POST",status_code="503"} 0"#
         ));
+        assert!(text.contains(
+            r#"http_requests_total{endpoint="/items",method="GET",status_code="499"} 0"#
+        ));
+        assert!(text.contains(r#"redis_app_command_errors_total{command="GET",kind="data"} 0"#));
+        assert!(text.contains(r#"redis_app_list_skipped_total{reason="invalid_value"} 0"#));
         assert!(text.contains(r#"app_build_info{version="test"} 1"#));
         assert!(text.contains("process_resident_memory_bytes"));
     }

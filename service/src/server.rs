@@ -6,7 +6,13 @@
 //! connections idle for that long — and shutdown drains in-flight requests
 //! for at most [`DRAIN_TIMEOUT`].
 
-use std::{future::Future, io, pin::pin, time::Duration};
+use std::{
+    future::Future,
+    io,
+    pin::{pin, Pin},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use hyper::server::conn::http1;
 use hyper_util::{
@@ -14,7 +20,11 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+    time::Sleep,
+};
 
 use crate::{routes, AppState};
 
@@ -31,6 +41,9 @@ pub struct ClientTimeouts {
     pub header_read: Duration,
     /// Reading the whole request body; expiry answers 408 `request_timeout`.
     pub body_read: Duration,
+    /// Longest time a response may make no write progress (a client that
+    /// stopped reading); expiry closes the connection.
+    pub write_stall: Duration,
 }
 
 impl Default for ClientTimeouts {
@@ -38,6 +51,7 @@ impl Default for ClientTimeouts {
         Self {
             header_read: Duration::from_secs(30),
             body_read: Duration::from_secs(10),
+            write_stall: Duration::from_secs(30),
         }
     }
 }
@@ -52,7 +66,7 @@ pub async fn run(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(state.client_timeouts.header_read);
-    let service = TowerToHyperService::new(routes::router(state));
+    let service = TowerToHyperService::new(routes::router(state.clone()));
     let connections = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -69,6 +83,7 @@ pub async fn run(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {err}");
         }
+        let stream = WriteStallTimeout::new(stream, state.client_timeouts.write_stall);
         let connection = http.serve_connection(TokioIo::new(stream), service.clone());
         let connection = connections.watch(connection);
         tokio::spawn(async move {
@@ -101,4 +116,86 @@ async fn back_off_after_accept_error(err: io::Error) {
     }
     tracing::error!("accept failed: {err}; pausing for 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A connection whose writes fail with `TimedOut` once they have made no
+/// progress for `limit`; hyper then closes the connection.
+struct WriteStallTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Running while a write is blocked on a full socket buffer.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteStallTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Maps the inner poll result: progress disarms the timer, `Pending`
+    /// arms it, and an expired timer turns `Pending` into an error.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("client read nothing for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStallTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStallTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

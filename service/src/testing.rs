@@ -1,6 +1,9 @@
 //! Helpers for integration tests of this crate and of `loadgen`: a real
 //! `redis-server` on a free port, and the service itself in-process on
-//! `127.0.0.1:0`. Test-only, but public so both crates share one copy.
+//! `127.0.0.1:0`, and a fault-injecting TCP proxy between them ([`proxy`]).
+//! Test-only, but public so both crates share one copy.
+
+pub mod proxy;
 
 use std::{
     net::{SocketAddr, TcpListener as StdListener},

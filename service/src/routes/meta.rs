@@ -20,9 +20,14 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: Redis answers `PING` within the timeout.
+/// `GET /readyz`: Redis answers `PING` within the timeout (one PING shared
+/// by concurrent probes).
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    state.store.ping().await?;
+    state
+        .readiness
+        .check(&state.store)
+        .await
+        .map_err(AppError::NotReady)?;
     Ok(Json(json!({ "status": "ready" })))
 }
 

@@ -46,6 +46,75 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What went wrong, as the `kind` label of `redis_app_command_errors_total`
+/// and the deciding fact between 503 (Redis unavailable: retry) and 500
+/// (the data or the request is wrong: retrying will not help).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No answer before the deadline.
+    Timeout,
+    /// Redis cannot serve now: connection refused or broken, loading,
+    /// read-only replica, authentication or permission failure.
+    Io,
+    /// Redis answered, but the data is not what the service stores
+    /// (WRONGTYPE, a value of the wrong shape, an unexpected reply).
+    Data,
+}
+
+impl ErrorKind {
+    /// Every label value, for pre-initialising the series.
+    pub const ALL: [Self; 3] = [Self::Timeout, Self::Io, Self::Data];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Io => "io",
+            Self::Data => "data",
+        }
+    }
+}
+
+/// Server error codes that mean "not now" rather than "wrong data".
+const UNAVAILABLE_CODES: &[&str] = &[
+    "OOM",
+    "BUSY",
+    "MISCONF",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOREPLICAS",
+    "LOADING",
+];
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        use ::redis::{ErrorKind as Redis, ServerErrorKind as Server};
+        match self {
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Corrupt(_) => ErrorKind::Data,
+            Self::Redis { source, .. } if source.is_timeout() => ErrorKind::Timeout,
+            Self::Redis { source, .. }
+                if source
+                    .code()
+                    .is_some_and(|code| UNAVAILABLE_CODES.contains(&code)) =>
+            {
+                ErrorKind::Io
+            }
+            Self::Redis { source, .. } => match source.kind() {
+                Redis::Server(
+                    Server::ResponseError
+                    | Server::ExecAbort
+                    | Server::NoScript
+                    | Server::CrossSlot,
+                )
+                | Redis::Extension
+                | Redis::UnexpectedReturnType
+                | Redis::Client => ErrorKind::Data,
+                _ => ErrorKind::Io,
+            },
+        }
+    }
+}
+
 /// Item storage. Keys given here are client keys, without the prefix.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -1,31 +1,82 @@
 //! The Redis store: one multiplexed `ConnectionManager` shared by all
 //! requests (it pipelines concurrent commands over one socket and reconnects
-//! by itself), every command bounded by the configured timeout and recorded
-//! in the `redis_app_command_*` metrics.
+//! by itself when the socket breaks), all Redis work of one request bounded
+//! by one deadline, every command recorded in the `redis_app_command_*`
+//! metrics.
+//!
+//! A socket that silently stops delivering (a network blackhole, a frozen
+//! NAT entry) never breaks by itself, so a command timeout also throws the
+//! connection away: the next command dials a fresh one. TCP keepalive and
+//! `TCP_USER_TIMEOUT` reclaim the abandoned socket.
+//!
+//! Listing reads keys and values as bytes: whatever else lives under the
+//! prefix (keys outside the key alphabet, non-UTF-8 keys, non-JSON values,
+//! other Redis types, oversized values) is skipped and counted in
+//! `redis_app_list_skipped_total{reason}`, never an error.
 
-use std::time::{Duration, Instant};
+use std::{future::Future, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
-use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, FromRedisValue};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    io::tcp::{socket2::TcpKeepalive, TcpSettings},
+    FromRedisValue, RedisResult,
+};
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 
-use super::{Item, ListCursor, Page, Store, StoreError};
-use crate::metrics::Metrics;
+use super::{ErrorKind, Item, ListCursor, Page, Store, StoreError};
+use crate::{key::validate_key, metrics::Metrics};
 
 /// Most `SCAN` round trips one list request may make before it returns a
 /// (possibly short) page with a cursor, so a sparse keyspace cannot turn one
 /// request into an unbounded walk.
 const MAX_SCANS_PER_PAGE: usize = 16;
 
-/// Items stored as Redis strings under `prefix`.
-#[derive(Clone)]
-pub struct RedisStore {
+/// Keys asked of one `SCAN`: a page leaves over at most about one batch
+/// for its cursor to carry (≤ ~33 KB of keys, within the URL limits of
+/// common clients).
+const SCAN_BATCH: usize = 128;
+
+/// Bytes of keys and values one page may carry: a page ends early (with a
+/// cursor) rather than buffer 1000 large values.
+pub const PAGE_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Kernel-level bounds of a dead connection, beside the command timeout.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why listing skipped an entry (the `reason` label).
+pub const SKIP_INVALID_KEY: &str = "invalid_key";
+pub const SKIP_INVALID_VALUE: &str = "invalid_value";
+pub const SKIP_WRONG_TYPE: &str = "wrong_type";
+pub const SKIP_TOO_LARGE: &str = "too_large";
+pub const SKIP_REASONS: &[&str] = &[
+    SKIP_INVALID_KEY,
+    SKIP_INVALID_VALUE,
+    SKIP_WRONG_TYPE,
+    SKIP_TOO_LARGE,
+];
+
+/// The current connection and its generation, so that many commands timing
+/// out on the same dead connection replace it once.
+struct Current {
+    generation: u64,
     connection: ConnectionManager,
+}
+
+/// Items stored as Redis strings under `prefix`.
+pub struct RedisStore {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    current: Mutex<Current>,
     prefix: String,
     timeout: Duration,
     command_duration: HistogramVec,
     command_errors: IntCounterVec,
+    list_skipped: IntCounterVec,
 }
 
 impl RedisStore {
@@ -37,20 +88,39 @@ impl RedisStore {
         timeout: Duration,
         metrics: &Metrics,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+        let tcp = TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(
+                TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(3),
+            )
+            .set_user_timeout(TCP_USER_TIMEOUT);
+        let info = redis::Client::open(url)?
+            .get_connection_info()
+            .clone()
+            .set_tcp_settings(tcp);
+        let client = redis::Client::open(info)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         Ok(Self {
-            connection,
+            client,
+            config,
+            current: Mutex::new(Current {
+                generation: 0,
+                connection,
+            }),
             prefix,
             timeout,
             command_duration: metrics.redis_command_duration.clone(),
             command_errors: metrics.redis_command_errors.clone(),
+            list_skipped: metrics.list_skipped.clone(),
         })
     }
 
@@ -61,20 +131,52 @@ impl RedisStore {
         full
     }
 
-    /// Runs one command with the timeout, timing it and counting failures.
-    async fn run<T: FromRedisValue>(
+    /// The deadline of one request's Redis work.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    fn connection(&self) -> (u64, ConnectionManager) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.generation, current.connection.clone())
+    }
+
+    /// Replaces the connection of `generation` (unless another command did
+    /// already) with a lazily connecting one.
+    fn replace_connection(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.generation != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(connection) => {
+                current.generation += 1;
+                current.connection = connection;
+                tracing::debug!("redis command timed out; dialling a fresh connection");
+            }
+            Err(err) => tracing::debug!("cannot replace the redis connection: {err}"),
+        }
+    }
+
+    /// Runs one exchange with Redis before `deadline`, timing it and
+    /// counting failures by kind.
+    async fn exchange<T, F, Fut>(
         &self,
         command: &'static str,
-        cmd: &redis::Cmd,
-    ) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
+        deadline: Instant,
+        send: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let (generation, connection) = self.connection();
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut connection)).await;
+        let outcome = tokio::time::timeout_at(deadline, send(connection)).await;
         self.command_duration
             .with_label_values(&[command])
             .observe(started.elapsed().as_secs_f64());
-        let result = match outcome {
+        let err = match outcome {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(source)) => StoreError::Redis { command, source },
             Err(_elapsed) => StoreError::Timeout {
@@ -82,61 +184,133 @@ impl RedisStore {
                 after: self.timeout,
             },
         };
-        self.command_errors.with_label_values(&[command]).inc();
-        Err(result)
+        if err.kind() == ErrorKind::Timeout {
+            self.replace_connection(generation);
+        }
+        self.command_errors
+            .with_label_values(&[command, err.kind().label()])
+            .inc();
+        Err(err)
     }
 
-    /// Scans for keys until `want` are collected or the scan ends; keys
-    /// beyond `want` are returned as overflow for the next page.
-    async fn scan_keys(
+    async fn run<T: FromRedisValue>(
         &self,
-        mut scan: u64,
-        want: usize,
-    ) -> Result<(Vec<String>, Vec<String>, Option<u64>), StoreError> {
-        let pattern = format!("{}*", self.prefix);
-        let mut keys = Vec::with_capacity(want);
-        for _ in 0..MAX_SCANS_PER_PAGE {
-            let count = (want - keys.len()).max(10);
-            let (next, batch): (u64, Vec<String>) = self
-                .run(
-                    "SCAN",
-                    redis::cmd("SCAN")
-                        .arg(scan)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(count),
-                )
-                .await?;
-            keys.extend(
-                batch
-                    .into_iter()
-                    .filter_map(|full| full.strip_prefix(&self.prefix).map(str::to_owned)),
-            );
-            scan = next;
-            if scan == 0 || keys.len() >= want {
-                break;
+        command: &'static str,
+        cmd: &redis::Cmd,
+        deadline: Instant,
+    ) -> Result<T, StoreError> {
+        self.exchange(command, deadline, |mut connection| async move {
+            cmd.query_async::<T>(&mut connection).await
+        })
+        .await
+    }
+
+    fn skipped(&self, reason: &str) {
+        self.list_skipped.with_label_values(&[reason]).inc();
+    }
+
+    /// The client key of a full Redis key, if it is one a client could have
+    /// written (UTF-8, under the prefix, valid key).
+    fn client_key(&self, full: Vec<u8>) -> Option<String> {
+        let full = String::from_utf8(full).ok()?;
+        let key = full.strip_prefix(&self.prefix)?;
+        validate_key(key).ok()?;
+        Some(key.to_owned())
+    }
+
+    /// Pairs each key with the size of its entry on a page (key plus value
+    /// length, from one pipelined `STRLEN` per key), skipping entries that
+    /// are not strings or could never fit a page.
+    async fn measure(
+        &self,
+        keys: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in &keys {
+            pipe.cmd("STRLEN").arg(self.full_key(key));
+        }
+        let lengths: Vec<RedisResult<u64>> = self
+            .exchange("STRLEN", deadline, |mut connection| async move {
+                pipe.query_async(&mut connection).await
+            })
+            .await?;
+        let mut measured = Vec::with_capacity(keys.len());
+        for (key, length) in keys.into_iter().zip(lengths) {
+            match length {
+                Err(_) => self.skipped(SKIP_WRONG_TYPE),
+                Ok(length) if length + key.len() as u64 > PAGE_BUDGET_BYTES => {
+                    self.skipped(SKIP_TOO_LARGE);
+                }
+                Ok(length) => {
+                    let size = length + key.len() as u64;
+                    measured.push((key, size));
+                }
             }
         }
-        let overflow = if keys.len() > want {
-            keys.split_off(want)
-        } else {
-            Vec::new()
-        };
-        Ok((keys, overflow, (scan != 0).then_some(scan)))
+        Ok(measured)
+    }
+
+    /// The values of `keys`, skipping (and counting) those that are not
+    /// JSON; a key that expired or was deleted since the scan is skipped
+    /// silently: it is no longer there to list.
+    async fn fetch(&self, keys: Vec<String>, deadline: Instant) -> Result<Vec<Item>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full_keys: Vec<String> = keys.iter().map(|key| self.full_key(key)).collect();
+        let values: Vec<Option<Vec<u8>>> = self
+            .run("MGET", redis::cmd("MGET").arg(&full_keys), deadline)
+            .await?;
+        let mut items = Vec::with_capacity(keys.len());
+        for (key, raw) in keys.into_iter().zip(values) {
+            let Some(raw) = raw else { continue };
+            match parse_value(&key, raw) {
+                Ok(value) => items.push(Item { key, value }),
+                Err(_) => self.skipped(SKIP_INVALID_VALUE),
+            }
+        }
+        Ok(items)
     }
 }
 
+/// Splits measured keys into those of this page (at most `limit`, within
+/// the byte budget; the first always fits) and those left for the next.
+fn choose(measured: Vec<(String, u64)>, limit: usize) -> (Vec<String>, Vec<String>) {
+    let mut budget = PAGE_BUDGET_BYTES;
+    let mut chosen = Vec::new();
+    let mut rest = Vec::new();
+    for (key, size) in measured {
+        if rest.is_empty() && chosen.len() < limit && size <= budget {
+            budget -= size;
+            chosen.push(key);
+        } else {
+            rest.push(key);
+        }
+    }
+    (chosen, rest)
+}
+
 /// Parses a stored value, which must be the JSON the service wrote.
-fn parse_value(key: &str, raw: String) -> Result<Box<RawValue>, StoreError> {
-    RawValue::from_string(raw).map_err(|err| StoreError::Corrupt(format!("{key}: {err}")))
+fn parse_value(key: &str, raw: Vec<u8>) -> Result<Box<RawValue>, StoreError> {
+    let text = String::from_utf8(raw)
+        .map_err(|err| StoreError::Corrupt(format!("{key}: value is not UTF-8: {err}")))?;
+    RawValue::from_string(text).map_err(|err| StoreError::Corrupt(format!("{key}: {err}")))
 }
 
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Box<RawValue>>, StoreError> {
-        let raw: Option<String> = self
-            .run("GET", redis::cmd("GET").arg(self.full_key(key)))
+        let raw: Option<Vec<u8>> = self
+            .run(
+                "GET",
+                redis::cmd("GET").arg(self.full_key(key)),
+                self.deadline(),
+            )
             .await?;
         raw.map(|raw| parse_value(key, raw)).transpose()
     }
@@ -152,59 +326,66 @@ impl Store for RedisStore {
         if let Some(ttl) = ttl_seconds {
             cmd.arg("EX").arg(ttl);
         }
-        self.run::<()>("SET", &cmd).await
+        self.run::<()>("SET", &cmd, self.deadline()).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let removed: u64 = self
-            .run("DEL", redis::cmd("DEL").arg(self.full_key(key)))
+            .run(
+                "DEL",
+                redis::cmd("DEL").arg(self.full_key(key)),
+                self.deadline(),
+            )
             .await?;
         Ok(removed > 0)
     }
 
     async fn list(&self, cursor: Option<ListCursor>, limit: usize) -> Result<Page, StoreError> {
-        let ListCursor { scan, mut pending } = cursor.unwrap_or(ListCursor {
+        // One deadline for every SCAN, STRLEN and MGET of this page.
+        let deadline = self.deadline();
+        let ListCursor { mut scan, pending } = cursor.unwrap_or(ListCursor {
             scan: Some(0),
             pending: Vec::new(),
         });
-        let (keys, next) = if pending.len() >= limit {
-            let rest = pending.split_off(limit);
-            (
-                pending,
-                ListCursor {
-                    scan,
-                    pending: rest,
-                },
-            )
-        } else if let Some(scan) = scan {
-            let (scanned, overflow, next_scan) =
-                self.scan_keys(scan, limit - pending.len()).await?;
-            pending.extend(scanned);
-            (
-                pending,
-                ListCursor {
-                    scan: next_scan,
-                    pending: overflow,
-                },
-            )
-        } else {
-            (pending, ListCursor::default())
-        };
-        let items = if keys.is_empty() {
-            Vec::new()
-        } else {
-            let full_keys: Vec<String> = keys.iter().map(|key| self.full_key(key)).collect();
-            let values: Vec<Option<String>> =
-                self.run("MGET", redis::cmd("MGET").arg(&full_keys)).await?;
-            keys.into_iter()
-                .zip(values)
-                // A key that expired or was deleted since the scan is skipped.
-                .filter_map(|(key, raw)| raw.map(|raw| (key, raw)))
-                .map(|(key, raw)| {
-                    let value = parse_value(&key, raw)?;
-                    Ok(Item { key, value })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?
+        // Keys carried by the cursor come first, then fresh SCAN batches
+        // until the page is full by count or by bytes. Batches are small so
+        // that what a page leaves over (and the cursor carries) stays small.
+        let mut measured = self.measure(pending, deadline).await?;
+        let pattern = format!("{}*", self.prefix);
+        for _ in 0..MAX_SCANS_PER_PAGE {
+            let spent: u64 = measured.iter().map(|(_, size)| size).sum();
+            let Some(position) = scan else { break };
+            if measured.len() >= limit || spent >= PAGE_BUDGET_BYTES {
+                break;
+            }
+            let count = (limit - measured.len()).clamp(10, SCAN_BATCH);
+            let (next, batch): (u64, Vec<Vec<u8>>) = self
+                .run(
+                    "SCAN",
+                    redis::cmd("SCAN")
+                        .arg(position)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(count),
+                    deadline,
+                )
+                .await?;
+            let mut keys = Vec::with_capacity(batch.len());
+            for full in batch {
+                match self.client_key(full) {
+                    Some(key) => keys.push(key),
+                    None => self.skipped(SKIP_INVALID_KEY),
+                }
+            }
+            measured.extend(self.measure(keys, deadline).await?);
+            scan = (next != 0).then_some(next);
+        }
+        let (chosen, rest) = choose(measured, limit);
+        let items = self.fetch(chosen, deadline).await?;
+        let next = ListCursor {
+            scan,
+            pending: rest,
         };
         Ok(Page {
             items,
@@ -213,7 +394,9 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let _pong: String = self.run("PING", &redis::cmd("PING")).await?;
+        let _pong: String = self
+            .run("PING", &redis::cmd("PING"), self.deadline())
+            .await?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::common::{assert_error, send, Stack};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_keys_are_rejected() {
     let stack = Stack::start().await;
     let too_long = "k".repeat(257);
@@ -52,7 +52,7 @@ async fn bad_keys_are_rejected() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_rejected() {
     let stack = Stack::start().await;
     let url = stack.url("/items");
@@ -205,7 +205,7 @@ fn body_of_size(size: usize) -> String {
     body
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_limit_is_one_mebibyte() {
     let stack = Stack::start().await;
     let url = stack.url("/items");
@@ -242,7 +242,7 @@ async fn body_limit_is_one_mebibyte() {
     assert_error(status, &body, 413, "payload_too_large");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_list_queries_are_rejected() {
     let stack = Stack::start().await;
     for query in [
@@ -261,7 +261,7 @@ async fn bad_list_queries_are_rejected() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_wrong_methods() {
     let stack = Stack::start().await;
     for path in ["/nope", "/items/a/b/c", "/ITEMS", "/metrics/x"] {
@@ -289,7 +289,7 @@ async fn unknown_routes_and_wrong_methods() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_headers_are_ignored_without_the_flag() {
     let stack = Stack::start().await;
     let (status, _) = send(
@@ -303,7 +303,7 @@ async fn fault_headers_are_ignored_without_the_flag() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_answers_the_requested_status() {
     let stack = Stack::start_with(|config| config.fault_injection = true).await;
     for code in [500, 502, 503, 504] {

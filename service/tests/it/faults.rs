@@ -1,20 +1,13 @@
-//! Behaviour under faults: Redis dead or hung, overload, shutdown.
+//! Behaviour under faults: Redis dead, hung, blackholed or slow (through the
+//! fault proxy), clients that give up, overload, shutdown. The tests that
+//! measure recovery print their timings (`--nocapture` shows them).
 
 use std::time::{Duration, Instant};
 
 use items_service::testing::RedisServer;
 use serde_json::json;
 
-use crate::common::{assert_error, send, Stack};
-
-/// Sends SIGSTOP/SIGCONT to a PID we started (never by name).
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{name}"), pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
+use crate::common::{assert_error, sample, send, signal, wait_for, Stack};
 
 async fn assert_unavailable_within(stack: &Stack, path: &str, bound: Duration) {
     let started = Instant::now();
@@ -24,9 +17,10 @@ async fn assert_unavailable_within(stack: &Stack, path: &str, bound: Duration) {
     assert!(took < bound, "{path} took {took:?}, bound {bound:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_then_restarted() {
-    let mut stack = Stack::start().await;
+    let mut stack =
+        Stack::start_with(|config| config.redis_timeout = Duration::from_millis(250)).await;
     stack.put_item("k", json!(1)).await;
     let port = stack.redis.port;
     stack.redis.stop();
@@ -44,23 +38,22 @@ async fn redis_killed_then_restarted() {
 
     // Redis comes back (empty, no persistence): the service recovers by itself.
     stack.redis = RedisServer::start_on(port);
-    let started = Instant::now();
-    while stack.get("/readyz").await.0 != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let took = stack
+        .wait_until_ready("after redis restart", Duration::from_secs(10))
+        .await;
+    println!("redis restart: /readyz 200 again {took:?} after redis answered PING");
     stack.put_item("k", json!(3)).await;
     assert_eq!(stack.get("/items/k").await.1["value"], 3);
     let text = stack.metrics_text().await;
-    let errors =
-        crate::common::sample(&text, r#"redis_app_command_errors_total{command="GET"}"#).unwrap();
+    let errors = crate::common::sample(
+        &text,
+        r#"redis_app_command_errors_total{command="GET",kind="io"}"#,
+    )
+    .unwrap();
     assert!(errors >= 2.0, "GET errors not counted: {errors}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_redis_answers_503_within_the_timeout() {
     let stack = Stack::start_with(|config| config.redis_timeout = Duration::from_millis(200)).await;
     stack.put_item("k", json!(1)).await;
@@ -80,12 +73,16 @@ async fn hung_redis_answers_503_within_the_timeout() {
     }
     let text = stack.metrics_text().await;
     assert!(
-        crate::common::sample(&text, r#"redis_app_command_errors_total{command="GET"}"#).unwrap()
+        sample(
+            &text,
+            r#"redis_app_command_errors_total{command="GET",kind="timeout"}"#
+        )
+        .unwrap()
             >= 1.0
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_requests_are_shed_immediately() {
     let stack = Stack::start_with(|config| {
         config.max_in_flight = 4;
@@ -131,7 +128,7 @@ async fn excess_requests_are_shed_immediately() {
     assert_eq!(stack.get("/").await.0, 200, "permits were not returned");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_requests() {
     let mut stack = Stack::start_with(|config| config.fault_injection = true).await;
     let url = stack.url("/");
@@ -163,4 +160,147 @@ async fn shutdown_drains_in_flight_requests() {
         fresh.get(&url).send().await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholed_connection_is_replaced_within_two_seconds() {
+    let stack =
+        Stack::start_proxied(|config| config.redis_timeout = Duration::from_millis(250)).await;
+    stack.put_item("k", json!(1)).await;
+    assert_eq!(stack.get("/readyz").await.0, 200);
+    // The open connection goes silent; a new one would work.
+    stack.proxy().freeze_existing();
+    let took = stack
+        .wait_until_ready("after a blackhole", Duration::from_secs(5))
+        .await;
+    println!("blackhole: /readyz 200 again {took:?} after the freeze");
+    assert!(took < Duration::from_secs(2), "recovery took {took:?}");
+    assert!(
+        stack.proxy().connections() >= 2,
+        "served without a fresh connection"
+    );
+    assert_eq!(stack.get("/items/k").await.1["value"], 1);
+    let timeouts = stack
+        .metric(r#"redis_app_command_errors_total{command="PING",kind="timeout"}"#)
+        .await;
+    assert!(
+        timeouts >= 1.0,
+        "the blackhole was not counted as a timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_refused_connections_heal() {
+    let stack = Stack::start_proxied(|_| {}).await;
+    stack.put_item("k", json!(1)).await;
+    stack.proxy().refuse_new(true);
+    stack.proxy().reset_existing();
+    let (status, body) = stack.get("/items/k").await;
+    assert_error(status, &body, 503, "redis_unavailable");
+    stack.proxy().refuse_new(false);
+    wait_for(
+        "reconnect after resets",
+        Duration::from_secs(10),
+        || async { stack.get("/items/k").await.0 == 200 },
+    )
+    .await;
+    assert!(
+        stack
+            .metric(r#"redis_app_command_errors_total{command="GET",kind="io"}"#)
+            .await
+            >= 1.0
+    );
+}
+
+/// `(499 count, duration count)` of `GET /items/{key}`.
+async fn abandoned_and_observed(stack: &Stack) -> (f64, f64) {
+    let text = stack.metrics_text().await;
+    let abandoned = sample(
+        &text,
+        r#"http_requests_total{endpoint="/items/{key}",method="GET",status_code="499"}"#,
+    )
+    .unwrap_or(0.0);
+    let observed = sample(
+        &text,
+        r#"http_request_duration_seconds_count{endpoint="/items/{key}",method="GET"}"#,
+    )
+    .unwrap_or(0.0);
+    (abandoned, observed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_abandoned_during_a_stall_are_counted_as_499() {
+    // The Redis timeout outlasts the clients' patience: they give up first.
+    let stack = Stack::start_with(|config| config.redis_timeout = Duration::from_secs(10)).await;
+    stack.put_item("k", json!(1)).await;
+    let before = abandoned_and_observed(&stack).await;
+    signal(stack.redis.pid(), "STOP");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let attempts = (0..20).map(|_| impatient.get(stack.url("/items/k")).send());
+    for outcome in futures::future::join_all(attempts).await {
+        assert!(outcome.is_err(), "a request was answered during the stall");
+    }
+    let took = wait_for(
+        "20 abandoned requests counted",
+        Duration::from_secs(5),
+        || async {
+            let (abandoned, observed) = abandoned_and_observed(&stack).await;
+            abandoned - before.0 >= 20.0 && observed - before.1 >= 20.0
+        },
+    )
+    .await;
+    println!("stall: 20 abandoned requests counted as 499 {took:?} after the clients gave up");
+    signal(stack.redis.pid(), "CONT");
+    let (abandoned, observed) = abandoned_and_observed(&stack).await;
+    assert_eq!(
+        abandoned - before.0,
+        20.0,
+        "each abandoned request counted once"
+    );
+    assert_eq!(observed - before.1, 20.0);
+    assert_eq!(
+        stack.service.state.metrics.in_flight.get(),
+        0,
+        "in-flight gauge drifted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deadline_bounds_all_redis_work_of_a_listing() {
+    // A sparse keyspace: no item under the prefix, so a page walks the
+    // maximum of 16 SCANs, each slowed by the proxy to ≥ 200 ms.
+    let stack =
+        Stack::start_proxied(|config| config.redis_timeout = Duration::from_millis(400)).await;
+    let mut redis = stack.redis_connection();
+    let mut fill = redis::pipe();
+    for i in 0..3000 {
+        fill.cmd("SET").arg(format!("other:{i}")).arg(i).ignore();
+    }
+    fill.exec(&mut redis).unwrap();
+    // Connect (and handshake) before the latency, so each SCAN costs one
+    // slowed round trip, well within the timeout on its own.
+    assert_eq!(stack.get("/readyz").await.0, 200);
+    stack.proxy().set_latency(Duration::from_millis(100));
+    let started = Instant::now();
+    let (status, body) = stack.get("/items?limit=1").await;
+    let took = started.elapsed();
+    assert_error(status, &body, 503, "redis_unavailable");
+    assert!(took < Duration::from_millis(1500), "listing took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_share_one_ping() {
+    let stack = Stack::start_proxied(|_| {}).await;
+    let pings = r#"redis_app_command_duration_seconds_count{command="PING"}"#;
+    let before = stack.metric(pings).await;
+    stack.proxy().set_latency(Duration::from_millis(50));
+    let probes = (0..100).map(|_| stack.get("/readyz"));
+    for (status, body) in futures::future::join_all(probes).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let sent = stack.metric(pings).await - before;
+    assert!(sent <= 10.0, "100 probes sent {sent} PINGs");
 }

@@ -2,8 +2,10 @@
 
 mod common;
 mod concurrency;
+mod containment;
 mod errors;
 mod faults;
+mod foreign_data;
 mod metrics;
 mod pagination;
 mod routes;

@@ -10,7 +10,7 @@ fn requests(method: &str, endpoint: &str, status: u16) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_match_a_known_sequence() {
     let stack = Stack::start().await;
     for _ in 0..3 {
@@ -73,7 +73,19 @@ async fn counters_match_a_known_sequence() {
             1.0,
         ),
         (
-            r#"redis_app_command_errors_total{command="GET"}"#.to_owned(),
+            r#"redis_app_command_errors_total{command="GET",kind="io"}"#.to_owned(),
+            0.0,
+        ),
+        (
+            r#"redis_app_command_errors_total{command="GET",kind="timeout"}"#.to_owned(),
+            0.0,
+        ),
+        (
+            r#"redis_app_command_errors_total{command="GET",kind="data"}"#.to_owned(),
+            0.0,
+        ),
+        (
+            r#"redis_app_list_skipped_total{reason="invalid_key"}"#.to_owned(),
             0.0,
         ),
         ("http_requests_in_flight".to_owned(), 1.0),
@@ -106,7 +118,7 @@ async fn counters_match_a_known_sequence() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cardinality_is_bounded_whatever_clients_send() {
     let stack = Stack::start().await;
     // One of each kind first, so every series they can create exists.
@@ -159,4 +171,18 @@ async fn cardinality_is_bounded_whatever_clients_send() {
     assert_eq!(series_count(&after, ""), before_count);
     assert_eq!(sample(&after, "redis_app_cache_miss_total"), Some(1251.0));
     assert!(!after.contains("missing-"), "a key leaked into a label");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_and_abandoned_series_exist_for_every_route_from_the_start() {
+    let stack = Stack::start().await;
+    let text = stack.metrics_text().await;
+    for (endpoint, methods) in items_service::metrics::ROUTES {
+        for method in *methods {
+            for status in [499, 500, 503] {
+                let series = requests(method, endpoint, status);
+                assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::common::Stack;
 
-async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
+pub async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     let mut cursor = String::new();
     for _ in 0..10_000 {
@@ -34,15 +34,13 @@ async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
     panic!("listing did not finish");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_exactly_once_over_2500_keys() {
     let stack = Stack::start().await;
     let keys: Vec<String> = (0..2500).map(|i| format!("page:{i}")).collect();
-    futures::future::join_all(
-        keys.iter()
-            .map(|key| stack.put_item(key, json!({"n": key}))),
-    )
-    .await;
+    stack
+        .put_items(keys.iter().map(|key| (key.clone(), json!({"n": key}))))
+        .await;
 
     for limit in [1000, 100, 7] {
         let seen = walk(&stack, limit).await;
@@ -58,25 +56,23 @@ async fn every_key_exactly_once_over_2500_keys() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_limit_and_empty_listing() {
     let stack = Stack::start().await;
     let (status, body) = stack.get("/items").await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"items": [], "next_cursor": null}));
 
-    for i in 0..150 {
-        stack
-            .put_item(&format!("d{i}"), json!({"n": format!("d{i}")}))
-            .await;
-    }
+    stack
+        .put_items((0..150).map(|i| (format!("d{i}"), json!({"n": format!("d{i}")}))))
+        .await;
     let (_, body) = stack.get("/items").await;
     assert_eq!(body["items"].as_array().unwrap().len(), 100);
     assert!(body["next_cursor"].is_string());
     assert_eq!(walk(&stack, 100).await.len(), 150);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_outside_the_prefix_are_not_listed() {
     let stack = Stack::start().await;
     stack.put_item("mine", json!({"n": "mine"})).await;

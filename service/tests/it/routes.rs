@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::common::Stack;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_health_and_readiness() {
     let stack = Stack::start().await;
     let (status, body) = stack.get("/").await;
@@ -22,7 +22,7 @@ async fn root_health_and_readiness() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_fetch_replace_delete() {
     let stack = Stack::start().await;
     let value = json!({"name": "widget", "tags": ["a", "b"], "price": 9.5, "nested": {"ok": true}});
@@ -48,7 +48,7 @@ async fn create_fetch_replace_delete() {
     assert_eq!(stack.delete("/items/w:1").await.0, 404);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_use_the_whole_alphabet_and_length() {
     let stack = Stack::start().await;
     let long = "k".repeat(256);
@@ -60,7 +60,7 @@ async fn keys_use_the_whole_alphabet_and_length() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_expire_after_their_ttl() {
     let stack = Stack::start().await;
     let (status, _) = stack
@@ -89,7 +89,7 @@ async fn items_expire_after_their_ttl() {
     assert_eq!(stack.get("/items/forever").await.0, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_redis_at_startup() {
     // Redis is down when the service starts: it still starts and reports
     // not ready, then becomes ready by itself once Redis comes up.

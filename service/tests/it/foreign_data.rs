@@ -1,0 +1,194 @@
+//! Whatever else lives under the key prefix (keys outside the key alphabet,
+//! non-UTF-8 keys, keys holding the cursor separator, non-JSON values, other
+//! Redis types) never breaks the API: listing skips and counts it, a direct
+//! read of bad data is a 500 `internal` (not an outage), and pages stay
+//! within their byte budget.
+
+use std::collections::HashMap;
+
+use items_service::store::redis::PAGE_BUDGET_BYTES;
+use serde_json::json;
+
+use crate::{
+    common::{assert_error, sample, Stack},
+    pagination::walk,
+};
+
+fn skipped(text: &str, reason: &str) -> f64 {
+    sample(
+        text,
+        &format!(r#"redis_app_list_skipped_total{{reason="{reason}"}}"#),
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_skips_and_counts_foreign_entries() {
+    let stack = Stack::start().await;
+    stack
+        .put_items((0..40).map(|i| (format!("ok:{i}"), json!({"n": format!("ok:{i}")}))))
+        .await;
+    let mut redis = stack.redis_connection();
+    let mut foreign = redis::pipe();
+    foreign
+        .cmd("SET")
+        .arg("items:bad key")
+        .arg("1")
+        .cmd("SET")
+        .arg(b"items:\xff\xfe".as_slice())
+        .arg("1")
+        .cmd("SET")
+        .arg("items:a~b")
+        .arg("1")
+        .cmd("SET")
+        .arg("items:notjson")
+        .arg("{oops")
+        .cmd("SET")
+        .arg("items:binary")
+        .arg(b"\xff\x00".as_slice())
+        .cmd("HSET")
+        .arg("items:hash")
+        .arg("f")
+        .arg("v");
+    foreign.exec(&mut redis).unwrap();
+
+    for limit in [1, 7, 100] {
+        let seen = walk(&stack, limit).await;
+        let want: HashMap<String, usize> = (0..40).map(|i| (format!("ok:{i}"), 1)).collect();
+        assert_eq!(seen, want, "limit {limit}");
+    }
+    let text = stack.metrics_text().await;
+    // Three walks, each meeting every foreign entry once.
+    assert_eq!(
+        skipped(&text, "invalid_key"),
+        9.0,
+        "bad key, non-UTF-8, separator"
+    );
+    assert_eq!(
+        skipped(&text, "invalid_value"),
+        6.0,
+        "non-JSON and non-UTF-8 values"
+    );
+    assert_eq!(skipped(&text, "wrong_type"), 3.0, "the hash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_errors_are_internal_not_an_outage() {
+    let stack = Stack::start().await;
+    let mut redis = stack.redis_connection();
+    redis::cmd("HSET")
+        .arg("items:hash")
+        .arg("f")
+        .arg("v")
+        .exec(&mut redis)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("items:notjson")
+        .arg("{oops")
+        .exec(&mut redis)
+        .unwrap();
+    for path in ["/items/hash", "/items/notjson"] {
+        let response = stack.http.get(stack.url(path)).send().await.unwrap();
+        assert!(
+            response.headers().get("retry-after").is_none(),
+            "{path}: data errors are not worth a retry"
+        );
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap();
+        assert_error(status, &body, 500, "internal");
+    }
+    let text = stack.metrics_text().await;
+    let errors = |kind: &str| {
+        sample(
+            &text,
+            &format!(r#"redis_app_command_errors_total{{command="GET",kind="{kind}"}}"#),
+        )
+        .unwrap()
+    };
+    assert_eq!(errors("data"), 1.0, "WRONGTYPE is a data error");
+    assert_eq!(errors("io") + errors("timeout"), 0.0);
+    assert_eq!(stack.get("/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_bounded_by_bytes() {
+    let stack = Stack::start().await;
+    // Seven items just under the 1 MiB body limit: 7 MiB in all.
+    let big = "x".repeat(1000 * 1024);
+    stack
+        .put_items((0..7).map(|i| (format!("big:{i}"), json!(big))))
+        .await;
+    let response = stack
+        .http
+        .get(stack.url("/items?limit=1000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    assert!(
+        bytes.len() as u64 <= PAGE_BUDGET_BYTES + 64 * 1024,
+        "a page of {} bytes",
+        bytes.len()
+    );
+    let page: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        page["next_cursor"].is_string(),
+        "the page ended early without a cursor"
+    );
+    // Every item still comes exactly once, at any limit.
+    let mut seen = HashMap::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, body) = stack
+            .get(&format!("/items?limit=1000&cursor={cursor}"))
+            .await;
+        assert_eq!(status, 200);
+        for item in body["items"].as_array().unwrap() {
+            assert_eq!(item["value"].as_str().map(str::len), Some(big.len()));
+            *seen
+                .entry(item["key"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_cut_by_bytes_carries_long_keys_in_its_cursor() {
+    // 1000 keys of the maximum length with 20 KB values: the first page
+    // holds ~200 of them, and the cursor carries the other ~800 keys.
+    let stack = Stack::start().await;
+    let value = "v".repeat(20 * 1000);
+    let keys: Vec<String> = (0..1000).map(|i| format!("{i:0>256}")).collect();
+    stack
+        .put_items(keys.iter().map(|key| (key.clone(), json!(value))))
+        .await;
+    let mut seen = HashMap::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let (status, body) = stack
+            .get(&format!("/items?limit=1000&cursor={cursor}"))
+            .await;
+        assert_eq!(status, 200, "page {pages}: {body}");
+        pages += 1;
+        for item in body["items"].as_array().unwrap() {
+            *seen
+                .entry(item["key"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert!(pages >= 5, "{pages} pages for 20 MB");
+    assert_eq!(seen.len(), 1000);
+    assert!(seen.values().all(|n| *n == 1));
+}
