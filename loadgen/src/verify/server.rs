@@ -4,23 +4,28 @@
 //! exactly the run window.
 //!
 //! The window runs from the last scrape before the first phase to the first
-//! scrape after the last one, so `increase()` over it counts the run's
-//! requests and nothing else (preload excluded), and other traffic before or
-//! after does not count.
+//! successful scrape after the last one, so `increase()` over it counts the
+//! run's requests and nothing else (preload excluded), and other traffic
+//! before or after does not count. Every query is scoped to the scrape
+//! target whose address is `--target` ([`crate::verify::scope`]), and the
+//! alert names of `[[expect.alerts]]` are checked against the loaded rules
+//! before any traffic (exit 2 with the names Prometheus has).
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::{
     engine::aggregate::Aggregator,
+    engine::client::Target,
     report::Summary,
     runner::Verifier,
+    scenario::diagnostic::suggest,
     scenario::plan::{AlertState, Expectations},
     verify::check::{percent, Check},
     verify::prometheus::{unix_seconds, Prometheus},
-    verify::reconcile::{self, Counts},
+    verify::reconcile::{self, ClientCounts, Counts},
+    verify::scope::{self, Scope, NOT_USER_ROUTES},
 };
 
-const SERVICE_JOB: &str = "items-service";
 /// Longest wait for Prometheus to scrape the service after a point in time.
 const SCRAPE_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(500);
@@ -32,6 +37,7 @@ pub struct ServerVerifier {
     expect: Expectations,
     before: Option<Counts>,
     window_start: Option<f64>,
+    scope: Option<Scope>,
     notes: Vec<String>,
 }
 
@@ -51,28 +57,66 @@ impl ServerVerifier {
             expect,
             before: None,
             window_start: None,
+            scope: None,
             notes: Vec::new(),
         }
     }
 }
 
-/// Waits until Prometheus has a scrape of the service newer than `after`.
-pub async fn wait_for_scrape(prometheus: &Prometheus, after: f64) -> anyhow::Result<f64> {
+/// Waits until Prometheus has a *successful* scrape (`up == 1`) of the
+/// service newer than `after`; returns its timestamp.
+pub async fn wait_for_scrape(
+    prometheus: &Prometheus,
+    scope: &Scope,
+    after: f64,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
+    let query = format!("max(timestamp(up{{{}}} == 1))", scope.selector());
     loop {
-        if let Some(at) = prometheus.last_scrape(SERVICE_JOB).await? {
-            if at > after {
-                return Ok(at);
-            }
+        let latest = prometheus
+            .query(&query, None)
+            .await?
+            .first()
+            .map(|sample| sample.value)
+            .filter(|t| t.is_finite());
+        if let Some(at) = latest.filter(|at| *at > after) {
+            return Ok(at);
         }
         if started.elapsed() > SCRAPE_DEADLINE {
             anyhow::bail!(
-                "Prometheus at {} has not scraped job \"{SERVICE_JOB}\" within {SCRAPE_DEADLINE:?}: is it scraping this target?",
-                prometheus.base()
+                "Prometheus at {} has no successful scrape (up == 1) of {} (job {}) within {SCRAPE_DEADLINE:?} after the run",
+                prometheus.base(),
+                scope.instance,
+                scope.job
             );
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Fails (exit 2) on an `[[expect.alerts]]` name Prometheus has not
+/// loaded: a misspelled name would otherwise pass `inactive` for ever.
+pub async fn check_alert_names(prometheus: &Prometheus, names: &[&str]) -> anyhow::Result<()> {
+    let groups = prometheus.rules().await?;
+    let loaded: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .filter(|r| r.kind == "alerting")
+        .map(|r| r.name.as_str())
+        .collect();
+    for name in names {
+        if !loaded.contains(name) {
+            let hint = suggest(name, &loaded)
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "[[expect.alerts]] name `{name}` is not an alert rule loaded in Prometheus at {}: {hint}loaded alerts: {}",
+                prometheus.base(),
+                loaded.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The single value of a query that must return one series.
@@ -100,26 +144,32 @@ impl ServerVerifier {
         window: (SystemTime, SystemTime),
         aggregator: &Aggregator,
     ) -> anyhow::Result<Vec<Check>> {
-        let end = wait_for_scrape(prometheus, unix_seconds(window.1)).await?;
+        let scope = self.scope.as_ref().expect("resolved in before()");
+        let end = wait_for_scrape(prometheus, scope, unix_seconds(window.1)).await?;
         let start = self.window_start.unwrap_or_else(|| unix_seconds(window.0));
         // +1 ms so the scrape at the window start is inside the range.
         let range = format!("{}ms", ((end - start) * 1000.0).ceil() as u64 + 1);
-        let job = format!("job=\"{SERVICE_JOB}\"");
+        let job = scope.selector();
         let mut checks = Vec::new();
         let server = &self.expect.server;
 
         if let Some(max) = server.error_ratio_max {
+            // User routes only: probes and scrapes would dilute the ratio.
+            // A 499 (client gave up) is an error, as in the alert rules.
             let query = format!(
-                "sum(increase(http_requests_total{{{job},status_code=~\"5..\"}}[{range}])) / sum(increase(http_requests_total{{{job}}}[{range}]))"
+                "sum(increase(http_requests_total{{{job},{NOT_USER_ROUTES},status_code=~\"5..|499\"}}[{range}])) / sum(increase(http_requests_total{{{job},{NOT_USER_ROUTES}}}[{range}]))"
             );
             checks.push(match scalar(prometheus, &query, end).await? {
-                Some(ratio) => Check::at_most("server 5xx ratio", ratio, max, percent),
-                None => missing("server 5xx ratio", format!("≤ {}", percent(max))),
+                Some(ratio) => Check::at_most("server error ratio (5xx, 499)", ratio, max, percent),
+                None => missing(
+                    "server error ratio (5xx, 499)",
+                    format!("≤ {}", percent(max)),
+                ),
             });
         }
         if let Some(max) = server.p99_max {
             let query = format!(
-                "histogram_quantile(0.99, sum by (le) (increase(http_request_duration_seconds_bucket{{{job},endpoint!=\"/metrics\"}}[{range}])))"
+                "histogram_quantile(0.99, sum by (le) (increase(http_request_duration_seconds_bucket{{{job},{NOT_USER_ROUTES}}}[{range}])))"
             );
             let show = |seconds: f64| {
                 crate::duration::format_latency(Duration::from_secs_f64(seconds.max(0.0)))
@@ -209,8 +259,10 @@ impl ServerVerifier {
     }
 }
 
-/// `firing`: seen firing at some point from the run start until `deadline`.
-/// `inactive`: never firing from the run start until `deadline`.
+/// `firing`: not firing at the run start, firing at some point from then
+/// until `deadline` (a transition inside the window). `inactive`: neither
+/// pending nor firing at any evaluation from the run start until
+/// `deadline`.
 async fn alert_check(
     prometheus: &Prometheus,
     name: &str,
@@ -226,24 +278,65 @@ async fn alert_check(
             "stays inactive"
         }
     );
+    let firing = format!("ALERTS{{alertname=\"{name}\",alertstate=\"firing\"}}");
+    if state == AlertState::Firing && !prometheus.query(&firing, Some(start)).await?.is_empty() {
+        return Ok(Check::new(
+            label,
+            "not firing at the start, then firing",
+            "already firing when the run started",
+            false,
+        ));
+    }
+    let selector = match state {
+        AlertState::Firing => firing,
+        AlertState::Inactive => format!("ALERTS{{alertname=\"{name}\"}}"),
+    };
     loop {
         let now = unix_seconds(SystemTime::now());
         let lookback = format!("{}ms", ((now - start) * 1000.0).ceil().max(1.0) as u64);
-        let query = format!(
-            "max_over_time(ALERTS{{alertname=\"{name}\",alertstate=\"firing\"}}[{lookback}])"
-        );
-        let fired = !prometheus.query(&query, Some(now)).await?.is_empty();
+        let seen = prometheus
+            .query(
+                &format!("max by (alertstate) (max_over_time({selector}[{lookback}]))"),
+                Some(now),
+            )
+            .await?;
+        let states: Vec<&str> = seen
+            .iter()
+            .filter_map(|s| s.labels.get("alertstate").map(String::as_str))
+            .collect();
         let past_deadline = SystemTime::now() >= deadline;
         match state {
-            AlertState::Firing if fired => return Ok(Check::new(label, "firing", "firing", true)),
-            AlertState::Inactive if fired => {
-                return Ok(Check::new(label, "never firing", "fired", false))
+            AlertState::Firing if !states.is_empty() => {
+                return Ok(Check::new(
+                    label,
+                    "not firing at the start, then firing",
+                    "fired during the run",
+                    true,
+                ))
+            }
+            AlertState::Inactive if !states.is_empty() => {
+                return Ok(Check::new(
+                    label,
+                    "never pending or firing",
+                    format!("was {}", states.join(" and ")),
+                    false,
+                ))
             }
             AlertState::Firing if past_deadline => {
-                return Ok(Check::new(label, "firing", "never fired", false))
+                return Ok(Check::new(
+                    label,
+                    "not firing at the start, then firing",
+                    "never fired",
+                    false,
+                ))
             }
             AlertState::Inactive if past_deadline => {
-                return Ok(Check::new(label, "never firing", "never fired", true))
+                return Ok(Check::new(
+                    label,
+                    "never pending or firing",
+                    "never pending or firing",
+                    true,
+                ))
             }
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
         }
@@ -254,9 +347,14 @@ impl Verifier for ServerVerifier {
     async fn before(&mut self) -> anyhow::Result<()> {
         self.before = Some(reconcile::read(&self.http, &self.target).await?);
         if let Some(prometheus) = &self.prometheus {
+            let target = Target::resolve(&self.target).await?;
+            let scope = scope::resolve(prometheus, &target).await?;
+            let names: Vec<&str> = self.expect.alerts.iter().map(|a| a.name.as_str()).collect();
+            check_alert_names(prometheus, &names).await?;
             // A scrape after the preload: the window starts there.
             let now = unix_seconds(SystemTime::now());
-            self.window_start = Some(wait_for_scrape(prometheus, now).await?);
+            self.window_start = Some(wait_for_scrape(prometheus, &scope, now).await?);
+            self.scope = Some(scope);
         }
         Ok(())
     }
@@ -270,19 +368,19 @@ impl Verifier for ServerVerifier {
         let mut checks = Vec::new();
         if let Some(before) = &self.before {
             let after = reconcile::read(&self.http, &self.target).await?;
-            let (check, mismatches) = reconcile::reconcile(
-                &after.since(before),
-                &aggregator.route_counts(),
-                aggregator.timeouts(),
-            );
-            if !mismatches.is_empty() {
+            let client = ClientCounts {
+                responses: aggregator.route_counts(),
+                uncertain: aggregator.unanswered_by_route(),
+            };
+            let result = reconcile::reconcile(&after.since(before), &client);
+            if !result.rows.is_empty() {
                 self.notes.push(format!(
-                    "server and client counts differ (server from {}/metrics):\n{}",
+                    "server and client counts (server from {}/metrics):\n{}",
                     self.target,
-                    reconcile::mismatch_table(&mismatches)
+                    reconcile::mismatch_table(&result.rows)
                 ));
             }
-            checks.push(check);
+            checks.extend(result.checks);
         }
         if let Some(prometheus) = self.prometheus.clone() {
             checks.extend(
