@@ -283,17 +283,6 @@ pub fn reconcile(server: &Delta, client: &ClientCounts) -> Reconciliation {
         },
         problems.is_empty(),
     )];
-    let probes: u64 = rows
-        .iter()
-        .filter(|row| row.probe)
-        .map(|row| row.server)
-        .sum();
-    checks.push(Check::new(
-        "probe and scrape requests (not reconciled)",
-        "reported only",
-        format!("{probes} to /healthz, /readyz, /metrics"),
-        true,
-    ));
     if let Some(check) = cache_check(server, client) {
         checks.push(check);
     }

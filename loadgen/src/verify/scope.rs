@@ -10,6 +10,9 @@ use crate::{
     verify::prometheus::{parse_prom_duration, Prometheus, ScrapeTarget},
 };
 
+/// Longest wait for a fresh Prometheus to list its targets.
+const DISCOVERY_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Routes probes and scrapers hit; never part of a user-facing ratio.
 pub const NOT_USER_ROUTES: &str = "endpoint!~\"/metrics|/healthz|/readyz\"";
 
@@ -57,7 +60,16 @@ fn authority(url: &str) -> &str {
 /// Finds the active scrape target whose address is `target`'s (same
 /// `host:port`, or the same resolved socket address).
 pub async fn resolve(prometheus: &Prometheus, target: &Target) -> anyhow::Result<Scope> {
-    let targets = prometheus.targets().await?;
+    // A Prometheus that just started lists no target until its first
+    // service discovery; wait for that, not for a target that is missing.
+    let started = std::time::Instant::now();
+    let targets = loop {
+        let targets = prometheus.targets().await?;
+        if !targets.is_empty() || started.elapsed() > DISCOVERY_DEADLINE {
+            break targets;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let wanted: BTreeSet<SocketAddr> = BTreeSet::from([target.addr]);
     let mut found: Option<&ScrapeTarget> = None;
     for candidate in &targets {

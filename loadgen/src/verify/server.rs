@@ -375,7 +375,12 @@ impl Verifier for ServerVerifier {
             let result = reconcile::reconcile(&after.since(before), &client);
             if !result.rows.is_empty() {
                 self.notes.push(format!(
-                    "server and client counts (server from {}/metrics):\n{}",
+                    "{} (server from {}/metrics):\n{}",
+                    if result.problems.is_empty() {
+                        "reconciliation: probe and scrape requests, reported but not reconciled"
+                    } else {
+                        "server and client counts differ"
+                    },
                     self.target,
                     reconcile::mismatch_table(&result.rows)
                 ));

@@ -191,3 +191,14 @@ impl Monitoring {
         }
     }
 }
+
+/// The rules with an always-firing Watchdog alert (SPEC §6) if they lack
+/// one, so the alerts panel has data whatever else fires.
+pub fn with_watchdog(rules: String) -> String {
+    if rules.contains("alert: Watchdog") {
+        return rules;
+    }
+    format!(
+        "{rules}\n      - alert: Watchdog\n        expr: vector(1)\n        labels: {{severity: none, family: meta}}\n"
+    )
+}
