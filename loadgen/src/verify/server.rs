@@ -71,7 +71,10 @@ pub async fn wait_for_scrape(
     after: f64,
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let query = format!("max(timestamp(up{{{}}} == 1))", scope.selector());
+    // `timestamp()` of a selector is the scrape time; of `up == 1` it would
+    // be the evaluation time, hence the `and`.
+    let up = format!("up{{{}}}", scope.selector());
+    let query = format!("max(timestamp({up}) and ({up} == 1))");
     loop {
         let latest = prometheus
             .query(&query, None)

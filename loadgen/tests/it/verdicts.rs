@@ -208,14 +208,18 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
     let path = scenario(
         &dir,
         "traffic",
-        "[keyspace]\npreload = 20\n[mix]\nget_hit = 8\nget_miss = 2\nput = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"6s\"\n",
+        "[keyspace]\npreload = 20\n[mix]\nget_hit = 8\nget_miss = 2\nput = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"6s\"\n[expect.server]\nerror_ratio_max = 0.0\n",
     );
     let report = dir.path().join("run.json");
+    // With a server expectation, the run waits for Prometheus to scrape
+    // the service before and after: its window holds scraped traffic.
     let (exit, out, _) = loadgen(&[
         "run",
         path.to_str().unwrap(),
         "--target",
         &service.url(),
+        "--prometheus",
+        &monitoring.prometheus,
         "-q",
         "--out",
         report.to_str().unwrap(),
