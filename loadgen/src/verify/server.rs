@@ -147,7 +147,7 @@ impl ServerVerifier {
         window: (SystemTime, SystemTime),
         aggregator: &Aggregator,
     ) -> anyhow::Result<Vec<Check>> {
-        let scope = self.scope.as_ref().expect("resolved in before()");
+        let scope = self.scope.as_ref().expect("resolved in preflight()");
         let end = wait_for_scrape(prometheus, scope, unix_seconds(window.1)).await?;
         let start = self.window_start.unwrap_or_else(|| unix_seconds(window.0));
         // +1 ms so the scrape at the window start is inside the range.
@@ -347,17 +347,22 @@ async fn alert_check(
 }
 
 impl Verifier for ServerVerifier {
-    async fn before(&mut self) -> anyhow::Result<()> {
-        self.before = Some(reconcile::read(&self.http, &self.target).await?);
+    async fn preflight(&mut self) -> anyhow::Result<()> {
         if let Some(prometheus) = &self.prometheus {
             let target = Target::resolve(&self.target).await?;
-            let scope = scope::resolve(prometheus, &target).await?;
+            self.scope = Some(scope::resolve(prometheus, &target).await?);
             let names: Vec<&str> = self.expect.alerts.iter().map(|a| a.name.as_str()).collect();
             check_alert_names(prometheus, &names).await?;
+        }
+        Ok(())
+    }
+
+    async fn before(&mut self) -> anyhow::Result<()> {
+        self.before = Some(reconcile::read(&self.http, &self.target).await?);
+        if let (Some(prometheus), Some(scope)) = (&self.prometheus, &self.scope) {
             // A scrape after the preload: the window starts there.
             let now = unix_seconds(SystemTime::now());
-            self.window_start = Some(wait_for_scrape(prometheus, &scope, now).await?);
-            self.scope = Some(scope);
+            self.window_start = Some(wait_for_scrape(prometheus, scope, now).await?);
         }
         Ok(())
     }

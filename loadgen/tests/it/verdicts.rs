@@ -308,3 +308,80 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
         assert!(out.contains("FAIL: 1 of "), "only {panel} fails: {out}");
     }
 }
+
+/// A rule whose real threshold (0.01/s) hides from the preflight's parser
+/// (it reads `> 0.1`): only the below-threshold step, 0.05 5xx/s, catches
+/// it — the alert goes pending where it must stay inactive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_alerts_below_threshold_step_catches_a_hidden_sensitive_threshold() {
+    let service = Service::start().await;
+    let monitoring = Monitoring::start(&service, |rules| {
+        rules.replacen(
+            "expr: job:http_requests_5xx:rate1m > 0.1",
+            "expr: (job:http_requests_5xx:rate1m * 10) > 0.1",
+            1,
+        )
+    })
+    .await;
+    let (exit, out, err) = verify_alerts(&service, &monitoring).await;
+    assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
+    assert!(
+        row(&out, "HighErrorRate can fire as planned").contains("PASS"),
+        "{out}"
+    );
+    assert!(
+        row(&out, "quiet: normal traffic fires nothing").contains("PASS"),
+        "{out}"
+    );
+    let below = row(&out, "below threshold: 0.050 5xx/s fires nothing");
+    assert!(
+        below.contains("FAIL") && below.contains("HighErrorRate (pending)"),
+        "{below}\n{out}"
+    );
+    assert!(
+        !out.contains("warning: 0.333"),
+        "later steps must not run: {out}"
+    );
+}
+
+/// Probes and scrapes used to sit in the server error ratio's denominator:
+/// enough `/readyz` probes diluted real 5xx below the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_ratio_ignores_probes() {
+    let service = Service::start().await;
+    let monitoring = Monitoring::start(&service, |rules| rules).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 1 in 20 requests is an injected 500: 5 %, above the 3 % bound.
+    let path = scenario(
+        &dir,
+        "ratio",
+        "[keyspace]\npreload = 5\n[mix]\nfault = 1\nroot = 19\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 40\nduration = \"3s\"\n\
+         [expect.server]\nerror_ratio_max = 0.03\n",
+    );
+    let url = service.url();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let probes = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.is_cancelled() {
+                let _ = http.get(format!("{url}/readyz")).send().await;
+            }
+        })
+    };
+    let (exit, out, err) = loadgen(&[
+        "run",
+        path.to_str().unwrap(),
+        "--target",
+        &service.url(),
+        "--prometheus",
+        &monitoring.prometheus,
+        "-q",
+    ])
+    .await;
+    stop.cancel();
+    probes.await.unwrap();
+    assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
+    let ratio = row(&out, "server error ratio (5xx, 499)");
+    assert!(ratio.contains("FAIL"), "{ratio}\n{out}");
+}
