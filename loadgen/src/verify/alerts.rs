@@ -311,6 +311,30 @@ impl Run {
         }
     }
 
+    /// Holds for `duration` while none of `names` is pending or firing;
+    /// `Ok(duration)` when that held, else which alert broke it.
+    async fn stay_quiet(
+        &mut self,
+        duration: Duration,
+        names: &[String],
+        context: &str,
+    ) -> anyhow::Result<Result<f64, String>> {
+        let outcome = self
+            .wait(
+                duration,
+                |_| false,
+                |o| {
+                    let active = o.active(names);
+                    (!active.is_empty()).then(|| format!("{} {context}", active.join(", ")))
+                },
+            )
+            .await?;
+        Ok(match outcome {
+            Err(why) if why.starts_with("deadline") => Ok(duration.as_secs_f64()),
+            other => other,
+        })
+    }
+
     fn record(&mut self, name: String, expected: String, outcome: Result<f64, String>) -> bool {
         let passed = outcome.is_ok();
         let observed = match outcome {
@@ -660,22 +684,9 @@ pub async fn run(
             normal: plan.normal_rate,
             errors: 0.0,
         });
-        let all = names.clone();
         let quiet_outcome = run
-            .wait(
-                quiet,
-                |_| false,
-                |o| {
-                    let active = o.active(&all);
-                    (!active.is_empty())
-                        .then(|| format!("{} under normal 200/201/404 traffic", active.join(", ")))
-                },
-            )
+            .stay_quiet(quiet, &names, "under normal 200/201/404 traffic")
             .await?;
-        let quiet_outcome = match quiet_outcome {
-            Err(why) if why.starts_with("deadline") => Ok(quiet.as_secs_f64()),
-            other => other,
-        };
         if !run.record(
             "quiet: normal traffic fires nothing".into(),
             format!("no alert for {:.0}s", quiet.as_secs_f64()),
@@ -696,22 +707,9 @@ pub async fn run(
             .map(|n| below_duration(rule(n), scrape))
             .max()
             .unwrap_or_default();
-        let all = names.clone();
         let below_outcome = run
-            .wait(
-                below,
-                |_| false,
-                |o| {
-                    let active = o.active(&all);
-                    (!active.is_empty())
-                        .then(|| format!("{} below every threshold", active.join(", ")))
-                },
-            )
+            .stay_quiet(below, &names, "below every threshold")
             .await?;
-        let below_outcome = match below_outcome {
-            Err(why) if why.starts_with("deadline") => Ok(below.as_secs_f64()),
-            other => other,
-        };
         if !run.record(
             format!("below threshold: {below_rate:.3} 5xx/s fires nothing"),
             format!("none pending or firing for {:.0}s", below.as_secs_f64()),

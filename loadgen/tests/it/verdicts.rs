@@ -5,7 +5,9 @@
 
 use loadgen::Exit;
 
-use crate::common::{loadgen, repo, scenario, with_watchdog, Monitoring, Service};
+use crate::common::{
+    dashboard_until_pass, loadgen, repo, run_scenario, scenario, with_watchdog, Monitoring, Service,
+};
 use crate::verify::verify_alerts;
 
 fn row<'a>(out: &'a str, name: &str) -> &'a str {
@@ -73,15 +75,7 @@ async fn run_rejects_unknown_alert_names_and_an_unscraped_target() {
         "typo",
         &format!("{base}[[expect.alerts]]\nname = \"HighErrorRat\"\nstate = \"inactive\"\n"),
     );
-    let (exit, _, err) = loadgen(&[
-        "run",
-        typo.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--prometheus",
-        &monitoring.prometheus,
-    ])
-    .await;
+    let (exit, _, err) = run_scenario(&typo, &service, Some(&monitoring.prometheus), &[]).await;
     assert_eq!(exit, Exit::Error, "{err}");
     assert!(
         err.contains("`HighErrorRat` is not an alert rule loaded"),
@@ -95,15 +89,7 @@ async fn run_rejects_unknown_alert_names_and_an_unscraped_target() {
         "server",
         &format!("{base}[expect.server]\nerror_ratio_max = 0.0\n"),
     );
-    let (exit, _, err) = loadgen(&[
-        "run",
-        server.to_str().unwrap(),
-        "--target",
-        &other.url(),
-        "--prometheus",
-        &monitoring.prometheus,
-    ])
-    .await;
+    let (exit, _, err) = run_scenario(&server, &other, Some(&monitoring.prometheus), &[]).await;
     assert_eq!(exit, Exit::Error, "{err}");
     assert!(
         err.contains(&format!("does not scrape the target {}", other.url())),
@@ -125,15 +111,7 @@ async fn inactive_fails_on_an_alert_that_went_pending() {
         "[keyspace]\npreload = 5\n[mix]\nfault = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 20\nduration = \"4s\"\n\
          [[expect.alerts]]\nname = \"HighErrorRate\"\nstate = \"inactive\"\nwithin = \"3s\"\n",
     );
-    let (exit, out, err) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--prometheus",
-        &monitoring.prometheus,
-    ])
-    .await;
+    let (exit, out, err) = run_scenario(&path, &service, Some(&monitoring.prometheus), &[]).await;
     assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
     let row = row(&out, "alert HighErrorRate stays inactive");
     assert!(row.contains("was pending") && row.contains("FAIL"), "{row}");
@@ -213,17 +191,12 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
     let report = dir.path().join("run.json");
     // With a server expectation, the run waits for Prometheus to scrape
     // the service before and after: its window holds scraped traffic.
-    let (exit, out, _) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--prometheus",
-        &monitoring.prometheus,
-        "-q",
-        "--out",
-        report.to_str().unwrap(),
-    ])
+    let (exit, out, _) = run_scenario(
+        &path,
+        &service,
+        Some(&monitoring.prometheus),
+        &["-q", "--out", report.to_str().unwrap()],
+    )
     .await;
     assert_eq!(exit, Exit::Pass, "{out}");
     let shipped = repo().join("grafana/dashboards/items-service.json");
@@ -281,17 +254,15 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
             .await
         }
     };
-    // The recording rules need a couple of evaluations after the run.
-    let mut last = String::new();
-    for _ in 0..30 {
-        let (exit, out, err) = verify(shipped.clone()).await;
-        if exit == Exit::Pass {
-            last.clear();
-            break;
-        }
-        last = format!("{out}{err}");
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
+    let last = dashboard_until_pass(
+        &monitoring.prometheus,
+        &[
+            "--report",
+            report.to_str().unwrap(),
+            shipped.to_str().unwrap(),
+        ],
+    )
+    .await;
     assert!(last.is_empty(), "shipped dashboard never passed:\n{last}");
     for (path, panel, culprit) in [
         (
@@ -369,16 +340,8 @@ async fn server_error_ratio_ignores_probes() {
             }
         })
     };
-    let (exit, out, err) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--prometheus",
-        &monitoring.prometheus,
-        "-q",
-    ])
-    .await;
+    let (exit, out, err) =
+        run_scenario(&path, &service, Some(&monitoring.prometheus), &["-q"]).await;
     stop.cancel();
     probes.await.unwrap();
     assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
