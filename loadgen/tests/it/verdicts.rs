@@ -98,23 +98,35 @@ async fn run_rejects_unknown_alert_names_and_an_unscraped_target() {
 }
 
 /// `inactive` used to look at `firing` only: an alert that went pending
-/// during the run (its `for` longer than the run) passed.
+/// during the run (its `for` longer than the run) passed. `firing` used to
+/// pass on an alert already firing before the run (Watchdog).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inactive_fails_on_an_alert_that_went_pending() {
+async fn inactive_fails_when_pending_and_firing_needs_a_transition() {
     let service = Service::start().await;
-    let monitoring =
-        Monitoring::start(&service, |rules| rules.replacen("for: 1m", "for: 1h", 1)).await;
+    let monitoring = Monitoring::start(&service, |rules| {
+        with_watchdog(rules.replacen("for: 1m", "for: 1h", 1))
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let path = scenario(
         &dir,
         "pending",
         "[keyspace]\npreload = 5\n[mix]\nfault = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 20\nduration = \"4s\"\n\
-         [[expect.alerts]]\nname = \"HighErrorRate\"\nstate = \"inactive\"\nwithin = \"3s\"\n",
+         [[expect.alerts]]\nname = \"HighErrorRate\"\nstate = \"inactive\"\nwithin = \"3s\"\n\
+         [[expect.alerts]]\nname = \"Watchdog\"\nstate = \"firing\"\n",
     );
     let (exit, out, err) = run_scenario(&path, &service, Some(&monitoring.prometheus), &[]).await;
     assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
-    let row = row(&out, "alert HighErrorRate stays inactive");
-    assert!(row.contains("was pending") && row.contains("FAIL"), "{row}");
+    let pending = row(&out, "alert HighErrorRate stays inactive");
+    assert!(
+        pending.contains("was pending") && pending.contains("FAIL"),
+        "{pending}"
+    );
+    let stale = row(&out, "alert Watchdog fires");
+    assert!(
+        stale.contains("already firing when the run started") && stale.contains("FAIL"),
+        "{stale}"
+    );
 }
 
 /// Timeouts on one route used to excuse foreign requests anywhere; probes
