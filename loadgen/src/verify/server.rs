@@ -140,126 +140,139 @@ fn missing(name: &str, expected: String) -> Check {
     Check::new(name, expected, "no data", false)
 }
 
-impl ServerVerifier {
-    async fn prometheus_checks(
-        &self,
-        prometheus: &Prometheus,
-        window: (SystemTime, SystemTime),
-        aggregator: &Aggregator,
-    ) -> anyhow::Result<Vec<Check>> {
-        let scope = self.scope.as_ref().expect("resolved in preflight()");
-        let end = wait_for_scrape(prometheus, scope, unix_seconds(window.1)).await?;
-        let start = self.window_start.unwrap_or_else(|| unix_seconds(window.0));
-        // +1 ms so the scrape at the window start is inside the range.
-        let range = format!("{}ms", ((end - start) * 1000.0).ceil() as u64 + 1);
-        let job = scope.selector();
-        let mut checks = Vec::new();
-        let server = &self.expect.server;
+/// Where and over what the Prometheus expectations are evaluated.
+pub struct ServerWindow<'a> {
+    pub prometheus: &'a Prometheus,
+    pub scope: &'a Scope,
+    /// The scrape the window starts at (Unix seconds), if one was awaited.
+    pub start_scrape: Option<f64>,
+    /// Wall-clock start and end of the traffic.
+    pub window: (SystemTime, SystemTime),
+}
 
-        if let Some(max) = server.error_ratio_max {
-            // User routes only: probes and scrapes would dilute the ratio.
-            // A 499 (client gave up) is an error, as in the alert rules.
-            let query = format!(
-                "sum(increase(http_requests_total{{{job},{NOT_USER_ROUTES},status_code=~\"5..|499\"}}[{range}])) / sum(increase(http_requests_total{{{job},{NOT_USER_ROUTES}}}[{range}]))"
-            );
-            checks.push(match scalar(prometheus, &query, end).await? {
-                Some(ratio) => Check::at_most("server error ratio (5xx, 499)", ratio, max, percent),
-                None => missing(
-                    "server error ratio (5xx, 499)",
-                    format!("≤ {}", percent(max)),
-                ),
-            });
-        }
-        if let Some(max) = server.p99_max {
-            let query = format!(
-                "histogram_quantile(0.99, sum by (le) (increase(http_request_duration_seconds_bucket{{{job},{NOT_USER_ROUTES}}}[{range}])))"
-            );
-            let show = |seconds: f64| {
-                crate::duration::format_latency(Duration::from_secs_f64(seconds.max(0.0)))
-            };
-            checks.push(match scalar(prometheus, &query, end).await? {
-                Some(p99) => Check::at_most("server p99", p99, max.as_secs_f64(), show),
-                None => missing("server p99", format!("≤ {}", show(max.as_secs_f64()))),
-            });
-        }
-        if server.cache_hit_ratio_min.is_some() || server.cache_hit_ratio_matches_client.is_some() {
-            let hits = format!("sum(increase(redis_app_cache_hit_total{{{job}}}[{range}]))");
-            let misses = format!("sum(increase(redis_app_cache_miss_total{{{job}}}[{range}]))");
-            let observed =
-                scalar(prometheus, &format!("{hits} / ({hits} + {misses})"), end).await?;
-            if let Some(min) = server.cache_hit_ratio_min {
-                checks.push(match observed {
-                    Some(ratio) => Check::at_least("server cache hit ratio", ratio, min, percent),
-                    None => missing("server cache hit ratio", format!("≥ {}", percent(min))),
-                });
-            }
-            if let Some(tolerance) = server.cache_hit_ratio_matches_client {
-                let counts = aggregator.route_counts();
-                let count = |status: &str| {
-                    counts
-                        .get(&(
-                            "GET".to_owned(),
-                            "/items/{key}".to_owned(),
-                            status.to_owned(),
-                        ))
-                        .copied()
-                        .unwrap_or(0) as f64
-                };
-                let (client_hits, client_misses) = (count("200"), count("404"));
-                let client = client_hits / (client_hits + client_misses).max(1.0);
-                checks.push(match observed {
-                    Some(ratio) => Check::new(
-                        "server cache hit ratio matches client",
-                        format!("|server − client| ≤ {tolerance}"),
-                        format!(
-                            "server {} vs client {} (Δ {:.4})",
-                            percent(ratio),
-                            percent(client),
-                            (ratio - client).abs()
-                        ),
-                        (ratio - client).abs() <= tolerance,
-                    ),
-                    None => missing(
-                        "server cache hit ratio matches client",
-                        format!("|Δ| ≤ {tolerance}"),
-                    ),
-                });
-            }
-        }
-        for expectation in &self.expect.promql {
-            let query = expectation.query.replace("$__range", &range);
-            let value = scalar(prometheus, &query, end).await?;
-            let expected = match (expectation.min, expectation.max) {
-                (Some(min), Some(max)) => format!("{min} ≤ v ≤ {max}"),
-                (Some(min), None) => format!("≥ {min}"),
-                (None, Some(max)) => format!("≤ {max}"),
-                (None, None) => unreachable!("validated: min or max"),
-            };
-            checks.push(match value {
-                Some(v) => Check::new(
-                    &expectation.name,
-                    expected,
-                    format!("{v:.6}"),
-                    expectation.min.is_none_or(|min| v >= min)
-                        && expectation.max.is_none_or(|max| v <= max),
-                ),
-                None => missing(&expectation.name, expected),
-            });
-        }
-        for alert in &self.expect.alerts {
-            checks.push(
-                alert_check(
-                    prometheus,
-                    &alert.name,
-                    alert.state,
-                    start,
-                    window.1 + alert.within,
-                )
-                .await?,
-            );
-        }
-        Ok(checks)
+/// `[expect.server]`, `[[expect.promql]]` and `[[expect.alerts]]` over a
+/// window, from plain client counts (one run or the union of shards).
+pub async fn server_checks(
+    at: ServerWindow<'_>,
+    expect: &Expectations,
+    client: &ClientCounts,
+) -> anyhow::Result<Vec<Check>> {
+    let ServerWindow {
+        prometheus,
+        scope,
+        start_scrape,
+        window,
+    } = at;
+    let end = wait_for_scrape(prometheus, scope, unix_seconds(window.1)).await?;
+    let start = start_scrape.unwrap_or_else(|| unix_seconds(window.0));
+    // +1 ms so the scrape at the window start is inside the range.
+    let range = format!("{}ms", ((end - start) * 1000.0).ceil() as u64 + 1);
+    let job = scope.selector();
+    let mut checks = Vec::new();
+    let server = &expect.server;
+
+    if let Some(max) = server.error_ratio_max {
+        // User routes only: probes and scrapes would dilute the ratio.
+        // A 499 (client gave up) is an error, as in the alert rules.
+        let query = format!(
+            "sum(increase(http_requests_total{{{job},{NOT_USER_ROUTES},status_code=~\"5..|499\"}}[{range}])) / sum(increase(http_requests_total{{{job},{NOT_USER_ROUTES}}}[{range}]))"
+        );
+        checks.push(match scalar(prometheus, &query, end).await? {
+            Some(ratio) => Check::at_most("server error ratio (5xx, 499)", ratio, max, percent),
+            None => missing(
+                "server error ratio (5xx, 499)",
+                format!("≤ {}", percent(max)),
+            ),
+        });
     }
+    if let Some(max) = server.p99_max {
+        let query = format!(
+            "histogram_quantile(0.99, sum by (le) (increase(http_request_duration_seconds_bucket{{{job},{NOT_USER_ROUTES}}}[{range}])))"
+        );
+        let show = |seconds: f64| {
+            crate::duration::format_latency(Duration::from_secs_f64(seconds.max(0.0)))
+        };
+        checks.push(match scalar(prometheus, &query, end).await? {
+            Some(p99) => Check::at_most("server p99", p99, max.as_secs_f64(), show),
+            None => missing("server p99", format!("≤ {}", show(max.as_secs_f64()))),
+        });
+    }
+    if server.cache_hit_ratio_min.is_some() || server.cache_hit_ratio_matches_client.is_some() {
+        let hits = format!("sum(increase(redis_app_cache_hit_total{{{job}}}[{range}]))");
+        let misses = format!("sum(increase(redis_app_cache_miss_total{{{job}}}[{range}]))");
+        let observed = scalar(prometheus, &format!("{hits} / ({hits} + {misses})"), end).await?;
+        if let Some(min) = server.cache_hit_ratio_min {
+            checks.push(match observed {
+                Some(ratio) => Check::at_least("server cache hit ratio", ratio, min, percent),
+                None => missing("server cache hit ratio", format!("≥ {}", percent(min))),
+            });
+        }
+        if let Some(tolerance) = server.cache_hit_ratio_matches_client {
+            let counts = &client.responses;
+            let count = |status: &str| {
+                counts
+                    .get(&(
+                        "GET".to_owned(),
+                        "/items/{key}".to_owned(),
+                        status.to_owned(),
+                    ))
+                    .copied()
+                    .unwrap_or(0) as f64
+            };
+            let (client_hits, client_misses) = (count("200"), count("404"));
+            let client = client_hits / (client_hits + client_misses).max(1.0);
+            checks.push(match observed {
+                Some(ratio) => Check::new(
+                    "server cache hit ratio matches client",
+                    format!("|server − client| ≤ {tolerance}"),
+                    format!(
+                        "server {} vs client {} (Δ {:.4})",
+                        percent(ratio),
+                        percent(client),
+                        (ratio - client).abs()
+                    ),
+                    (ratio - client).abs() <= tolerance,
+                ),
+                None => missing(
+                    "server cache hit ratio matches client",
+                    format!("|Δ| ≤ {tolerance}"),
+                ),
+            });
+        }
+    }
+    for expectation in &expect.promql {
+        let query = expectation.query.replace("$__range", &range);
+        let value = scalar(prometheus, &query, end).await?;
+        let expected = match (expectation.min, expectation.max) {
+            (Some(min), Some(max)) => format!("{min} ≤ v ≤ {max}"),
+            (Some(min), None) => format!("≥ {min}"),
+            (None, Some(max)) => format!("≤ {max}"),
+            (None, None) => unreachable!("validated: min or max"),
+        };
+        checks.push(match value {
+            Some(v) => Check::new(
+                &expectation.name,
+                expected,
+                format!("{v:.6}"),
+                expectation.min.is_none_or(|min| v >= min)
+                    && expectation.max.is_none_or(|max| v <= max),
+            ),
+            None => missing(&expectation.name, expected),
+        });
+    }
+    for alert in &expect.alerts {
+        checks.push(
+            alert_check(
+                prometheus,
+                &alert.name,
+                alert.state,
+                start,
+                window.1 + alert.within,
+            )
+            .await?,
+        );
+    }
+    Ok(checks)
 }
 
 /// `firing`: not firing at the run start, firing at some point from then
@@ -374,12 +387,13 @@ impl Verifier for ServerVerifier {
         _summary: &Summary,
     ) -> anyhow::Result<Vec<Check>> {
         let mut checks = Vec::new();
+        // Plain counts from here on: `loadgen merge` has the same shape.
+        let client = ClientCounts {
+            responses: aggregator.route_counts(),
+            uncertain: aggregator.unanswered_by_route(),
+        };
         if let Some(before) = &self.before {
             let after = reconcile::read(&self.http, &self.target).await?;
-            let client = ClientCounts {
-                responses: aggregator.route_counts(),
-                uncertain: aggregator.unanswered_by_route(),
-            };
             let result = reconcile::reconcile(&after.since(before), &client);
             if !result.rows.is_empty() {
                 self.notes.push(format!(
@@ -397,8 +411,17 @@ impl Verifier for ServerVerifier {
         }
         if let Some(prometheus) = self.prometheus.clone() {
             checks.extend(
-                self.prometheus_checks(&prometheus, window, aggregator)
-                    .await?,
+                server_checks(
+                    ServerWindow {
+                        prometheus: &prometheus,
+                        scope: self.scope.as_ref().expect("resolved in preflight()"),
+                        start_scrape: self.window_start,
+                        window,
+                    },
+                    &self.expect,
+                    &client,
+                )
+                .await?,
             );
         }
         Ok(checks)
