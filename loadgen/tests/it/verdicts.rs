@@ -364,3 +364,23 @@ async fn server_error_ratio_ignores_probes() {
     let ratio = row(&out, "server error ratio (5xx, 499)");
     assert!(ratio.contains("FAIL"), "{ratio}\n{out}");
 }
+
+/// Percentiles of nothing read 0 and used to pass any `≤` bound; an error
+/// ratio of 0 of 0 passed too. A phase that sends nothing is "no data".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_without_data_fail() {
+    let service = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        &dir,
+        "nothing",
+        "[mix]\nroot = 1\n[[phases]]\nexecutor = \"ramping-arrival-rate\"\nstages = [{ target = 0, duration = \"1s\" }]\n\
+         [expect.client]\np50_max = \"100ms\"\np99_max = \"100ms\"\nerror_ratio_max = 0.0\n",
+    );
+    let (exit, out, err) = run_scenario(&path, &service, None, &["-q"]).await;
+    assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
+    for name in ["client p50_max", "client p99_max", "client error_ratio_max"] {
+        let row = row(&out, name);
+        assert!(row.contains("no data") && row.contains("FAIL"), "{row}");
+    }
+}
