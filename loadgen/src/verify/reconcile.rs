@@ -363,6 +363,8 @@ pub fn mismatch_table(rows: &[Row]) -> Table {
             format!("{:+}", row.server as i64 - row.client as i64),
             if row.probe {
                 "probe/scrape, not reconciled"
+            } else if status == CLIENT_CLOSED && row.client == 0 {
+                "client left: matches timeouts"
             } else {
                 ""
             }

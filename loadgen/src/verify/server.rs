@@ -399,7 +399,7 @@ impl Verifier for ServerVerifier {
                 self.notes.push(format!(
                     "{} (server from {}/metrics):\n{}",
                     if result.problems.is_empty() {
-                        "reconciliation: probe and scrape requests, reported but not reconciled"
+                        "reconciliation details (a 499 matches a client timeout on its route; probes and scrapes are reported, never reconciled)"
                     } else {
                         "server and client counts differ"
                     },
