@@ -11,6 +11,7 @@ Examples:
   loadgen check scenarios/*.toml
   loadgen verify-alerts --prometheus http://127.0.0.1:9090
   loadgen verify-dashboard grafana/dashboards/items-service.json
+  loadgen verify-dashboard --report report.json   # over that run's window
 
 Exit codes: 0 all checks passed, 1 a check failed, 2 usage/scenario/connection
 error, 130 interrupted (partial summary printed).";
@@ -91,5 +92,14 @@ pub enum Command {
         prometheus: PrometheusArgs,
         /// Dashboard JSON files (default: grafana/dashboards/*.json).
         dashboards: Vec<PathBuf>,
+        /// Evaluate over the window of this `loadgen run --out` report.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        report: Option<PathBuf>,
+        /// Window start, Unix seconds (default: 15 minutes before --to).
+        #[arg(long)]
+        from: Option<f64>,
+        /// Window end, Unix seconds (default: now).
+        #[arg(long)]
+        to: Option<f64>,
     },
 }

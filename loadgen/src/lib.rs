@@ -148,9 +148,21 @@ async fn dispatch(
         Command::VerifyDashboard {
             prometheus,
             dashboards,
+            report,
+            from,
+            to,
         } => {
+            use verify::dashboard::Window;
+            let window = match (report, from, to) {
+                (Some(path), _, _) => Window::from_report(&path)?,
+                (None, None, None) => Window::recent(),
+                (None, from, to) => {
+                    let to = to.unwrap_or(Window::recent().to);
+                    Window::new(from.unwrap_or(to - 15.0 * 60.0), to)?
+                }
+            };
             let prometheus = verify::prometheus::Prometheus::new(&prometheus.prometheus);
-            verify::dashboard::run(&prometheus, &dashboards, out).await
+            verify::dashboard::run(&prometheus, &dashboards, window, out).await
         }
     }
 }

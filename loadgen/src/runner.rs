@@ -80,6 +80,11 @@ fn unix_ms(time: SystemTime) -> u64 {
 /// Hooks for server-side verification around the measured window.
 #[allow(async_fn_in_trait)]
 pub trait Verifier {
+    /// Called before anything is sent (preload included): configuration
+    /// problems of the server side are exit 2 without traffic.
+    async fn preflight(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Called right before the first phase.
     async fn before(&mut self) -> anyhow::Result<()>;
     /// Called after the last phase with the client's view of the run.
@@ -108,6 +113,7 @@ pub async fn run(
     }
     let target = Arc::new(Target::resolve(&options.target).await?);
     client::preflight(&target).await?;
+    verifier.preflight().await?;
     let delete_pool = delete_pool_size(&plan);
     let requests = RequestGen::new(&plan, delete_pool);
     let mut progress = Progress::new(!options.quiet);

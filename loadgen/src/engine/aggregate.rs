@@ -302,8 +302,26 @@ impl Aggregator {
         counts
     }
 
-    /// Requests that timed out client-side: the server may or may not have
-    /// counted them, so reconciliation tolerates exactly this many.
+    /// Requests without an answer that the server may still have counted
+    /// (timeouts and connections broken mid-request, not refused
+    /// connections), per (method, endpoint).
+    pub fn unanswered_by_route(&self) -> BTreeMap<(String, String), u64> {
+        let mut counts = BTreeMap::new();
+        for op in OpKind::ALL {
+            let (method, endpoint) = op.route();
+            let errors = &self.ops[op.index()].transport_errors;
+            let n = errors.get("timeout").copied().unwrap_or(0)
+                + errors.get("io").copied().unwrap_or(0);
+            if n > 0 {
+                *counts
+                    .entry((method.to_owned(), endpoint.to_owned()))
+                    .or_default() += n;
+            }
+        }
+        counts
+    }
+
+    /// Requests that timed out client-side.
     pub fn timeouts(&self) -> u64 {
         self.ops
             .iter()

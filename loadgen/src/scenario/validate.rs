@@ -220,6 +220,28 @@ pub fn validate(
         .map(|expect| validate_expect(&mut v, expect))
         .unwrap_or_default();
 
+    // The achieved rate is completed over scheduled open-loop arrivals; a
+    // closed-loop-only scenario has none, and the check would pass on 1/1.
+    if expect.client.achieved_rate_min_ratio.is_some()
+        && !phases.is_empty()
+        && !phases.iter().any(|phase| {
+            matches!(
+                phase.executor,
+                Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. }
+            )
+        })
+    {
+        let span = raw
+            .expect
+            .as_ref()
+            .and_then(|e| e.get_ref().client.as_ref())
+            .and_then(|c| span_of(&c.get_ref().achieved_rate_min_ratio));
+        v.error(
+            span,
+            "`achieved_rate_min_ratio` needs an open-loop phase (constant-arrival-rate or ramping-arrival-rate); this scenario has only closed-loop phases",
+        );
+    }
+
     if !v.diagnostics.is_empty() {
         return Err(v.diagnostics);
     }

@@ -28,6 +28,32 @@ pub struct AlertPlan {
     pub quiet: Option<String>,
     /// Status of the injected errors.
     pub fault_status: u16,
+    /// 5xx per second of the below-threshold step (about half the lowest
+    /// warning threshold): no warning alert may even go pending.
+    pub below_error_rate: f64,
+    /// What each alert must look like as loaded: labels and `for`.
+    pub expect: BTreeMap<String, AlertExpectation>,
+}
+
+/// The labels (and optionally the `for`) an alert rule must carry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertExpectation {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Exact `for` of the loaded rule (`"1m"`); unchecked when absent.
+    #[serde(rename = "for")]
+    pub for_duration: Option<String>,
+}
+
+fn expectation(labels: &[(&str, &str)], for_duration: Option<&str>) -> AlertExpectation {
+    AlertExpectation {
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        for_duration: for_duration.map(str::to_owned),
+    }
 }
 
 impl Default for AlertPlan {
@@ -40,6 +66,26 @@ impl Default for AlertPlan {
             critical_error_rate: 1.0,
             quiet: None,
             fault_status: 500,
+            below_error_rate: 0.05,
+            // SPEC §6 and interfaces.md. ErrorBurst's `for` is left out:
+            // it is a burst alert that fires at once (no `for`).
+            expect: BTreeMap::from([
+                (
+                    "HighErrorRate".into(),
+                    expectation(&[("severity", "warning"), ("family", "errors")], Some("1m")),
+                ),
+                (
+                    "ErrorBurst".into(),
+                    expectation(&[("severity", "warning"), ("family", "errors")], None),
+                ),
+                (
+                    "CriticalErrorRate".into(),
+                    expectation(
+                        &[("severity", "critical"), ("family", "errors")],
+                        Some("30s"),
+                    ),
+                ),
+            ]),
         }
     }
 }
@@ -76,7 +122,10 @@ pub struct AlertRule {
     /// Longest range selector the alert depends on (through recording rules).
     pub window: Duration,
     pub for_duration: Duration,
+    /// `keep_firing_for`: how long it keeps firing after the condition ends.
+    pub keep_firing_for: Duration,
     pub eval_interval: Duration,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The number after the last `>` of an expression (`... > 0.1`).
@@ -146,7 +195,9 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
                 threshold_rate: threshold,
                 window,
                 for_duration: Duration::from_secs_f64(rule.duration),
+                keep_firing_for: Duration::from_secs_f64(rule.keep_firing_for),
                 eval_interval: Duration::from_secs_f64(group.interval),
+                labels: rule.labels.clone(),
             })
         })
         .collect()
@@ -166,9 +217,72 @@ pub fn fire_deadline(rule: &AlertRule, rate: f64, scrape: Duration) -> Duration 
 }
 
 /// How long an alert may take to resolve once errors stop: the window
-/// empties, plus evaluation, two scrapes and a margin.
+/// empties, `keep_firing_for` passes, plus evaluation, two scrapes and a
+/// margin.
 pub fn resolve_deadline(rule: &AlertRule, scrape: Duration) -> Duration {
-    rule.window + rule.eval_interval * 2 + scrape * 2 + Duration::from_secs(15)
+    rule.window
+        + rule.keep_firing_for
+        + rule.eval_interval * 2
+        + scrape * 2
+        + Duration::from_secs(15)
+}
+
+/// How long the below-threshold step must last to catch a threshold set
+/// too low: the window fills at the below rate, the alert would then be
+/// evaluated and go pending (plus two scrapes and a margin).
+pub fn below_duration(rule: &AlertRule, scrape: Duration) -> Duration {
+    rule.window + rule.eval_interval * 2 + scrape * 2 + Duration::from_secs(5)
+}
+
+/// Differences between the loaded rule and what the plan expects of it,
+/// each naming the alert and the label or field.
+pub fn expectation_problems(rule: &AlertRule, expected: &AlertExpectation) -> Vec<String> {
+    let mut problems: Vec<String> = expected
+        .labels
+        .iter()
+        .filter(|(name, value)| rule.labels.get(*name) != Some(*value))
+        .map(|(name, value)| match rule.labels.get(name) {
+            Some(actual) => format!(
+                "{}: label {name}=\"{actual}\", expected {name}=\"{value}\"",
+                rule.name
+            ),
+            None => format!(
+                "{}: label {name} missing, expected {name}=\"{value}\"",
+                rule.name
+            ),
+        })
+        .collect();
+    if let Some(text) = &expected.for_duration {
+        match crate::duration::parse(text) {
+            Ok(wanted) if wanted != rule.for_duration => problems.push(format!(
+                "{}: for {:?}, expected {wanted:?}",
+                rule.name, rule.for_duration
+            )),
+            Ok(_) => {}
+            Err(err) => problems.push(format!("{}: plan `for` {text:?}: {err}", rule.name)),
+        }
+    }
+    problems
+}
+
+/// Labels of a delivered or Alertmanager-held alert that differ from the
+/// plan (the same labels must survive the whole path).
+pub fn label_problems(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    expected: &AlertExpectation,
+) -> Vec<String> {
+    expected
+        .labels
+        .iter()
+        .filter(|(k, v)| labels.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "{name}: {k}={:?}, expected {v:?}",
+                labels.get(k).map_or("(missing)", String::as_str)
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -184,6 +298,7 @@ mod tests {
             health: "ok".into(),
             last_error: None,
             duration,
+            keep_firing_for: 0.0,
             labels: BTreeMap::new(),
         }
     }
@@ -242,7 +357,9 @@ mod tests {
             threshold_rate: 0.1,
             window: Duration::from_secs(60),
             for_duration: Duration::from_secs(60),
+            keep_firing_for: Duration::from_secs(60),
             eval_interval: Duration::from_secs(5),
+            labels: BTreeMap::new(),
         };
         // 0.3/s crosses 0.1/s after 20 s; + 60 s for + 10 s eval + 10 s scrape + 15 s.
         assert_eq!(
@@ -251,7 +368,42 @@ mod tests {
         );
         assert_eq!(
             resolve_deadline(&rule, Duration::from_secs(5)),
-            Duration::from_secs(95)
+            Duration::from_secs(155),
+            "60 s window + 60 s keep_firing_for + 10 s eval + 10 s scrape + 15 s"
+        );
+        assert_eq!(
+            below_duration(&rule, Duration::from_secs(5)),
+            Duration::from_secs(85)
+        );
+    }
+
+    #[test]
+    fn names_the_alert_and_label_that_differ() {
+        let plan = AlertPlan::default();
+        let mut rule = AlertRule {
+            name: "CriticalErrorRate".into(),
+            threshold_rate: 0.5,
+            window: Duration::from_secs(60),
+            for_duration: Duration::from_secs(30),
+            keep_firing_for: Duration::ZERO,
+            eval_interval: Duration::from_secs(5),
+            labels: BTreeMap::from([
+                ("severity".into(), "critical".into()),
+                ("family".into(), "errors".into()),
+            ]),
+        };
+        let expected = &plan.expect["CriticalErrorRate"];
+        assert!(expectation_problems(&rule, expected).is_empty());
+        rule.labels.insert("severity".into(), "warning".into());
+        rule.labels.remove("family");
+        rule.for_duration = Duration::ZERO;
+        assert_eq!(
+            expectation_problems(&rule, expected),
+            vec![
+                "CriticalErrorRate: label family missing, expected family=\"errors\"",
+                "CriticalErrorRate: label severity=\"warning\", expected severity=\"critical\"",
+                "CriticalErrorRate: for 0ns, expected 30s",
+            ]
         );
     }
 }

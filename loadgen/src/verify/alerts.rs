@@ -1,13 +1,18 @@
 //! `loadgen verify-alerts`: drives the error alerts through their whole
 //! life against the real stack and times every transition.
 //!
-//! Steps (SPEC §8): preflight (rules healthy, targets up, alerts loaded,
-//! fault injection on) → quiet (normal 200/201/404 traffic fires nothing) →
+//! Steps (SPEC §8): preflight (rules healthy, the target scraped and up,
+//! alerts loaded with the planned labels and `for`, thresholds between the
+//! planned rates, fault injection on; no traffic yet) → quiet (normal
+//! 200/201/404 traffic fires nothing) → below threshold (5xx at about half
+//! the warning threshold: no warning alert even goes pending) →
 //! warning (5xx between the thresholds fire the warning alerts, not the
 //! critical one) → escalation (the critical alert fires) → delivery (all in
 //! Alertmanager and received by our webhook) → resolve (errors stop,
-//! everything resolves). Each deadline comes from the rule's window and
-//! `for` as loaded in Prometheus.
+//! everything resolves). Each deadline comes from the rule's window, `for`
+//! and `keep_firing_for` as loaded in Prometheus, and every alert must
+//! have spent at least its `for` pending. Only the plan's alerts are
+//! watched: Watchdog and other alerts never disturb a step.
 
 use std::{
     collections::BTreeMap,
@@ -25,9 +30,12 @@ use crate::{
     engine::progress::Progress,
     engine::request::PlannedRequest,
     scenario::plan::OpKind,
-    verify::alert_plan::{fire_deadline, resolve, resolve_deadline, AlertPlan, AlertRule},
+    verify::alert_plan::{
+        below_duration, expectation_problems, fire_deadline, label_problems, resolve,
+        resolve_deadline, AlertPlan, AlertRule,
+    },
     verify::check::Check,
-    verify::prometheus::{parse_prom_duration, Alertmanager, Prometheus},
+    verify::prometheus::{Alertmanager, Prometheus},
     verify::webhook::{self, Inbox},
     Exit,
 };
@@ -53,6 +61,8 @@ struct Times {
     delivered: Option<(&'static str, f64)>,
     resolved: Option<(&'static str, f64)>,
     delivered_resolved: Option<(&'static str, f64)>,
+    pending_at: Option<Instant>,
+    firing_at: Option<Instant>,
 }
 
 /// Current rates of the background traffic, per second.
@@ -74,6 +84,10 @@ struct Observer {
     /// Prometheus state of each alert at the last poll.
     states: BTreeMap<String, String>,
     seen_deliveries: usize,
+    /// Labels the plan expects, per alert.
+    expected: BTreeMap<String, crate::verify::alert_plan::AlertExpectation>,
+    /// Labels that reached Alertmanager or the webhook wrong.
+    label_problems: std::collections::BTreeSet<String>,
 }
 
 impl Observer {
@@ -104,10 +118,13 @@ impl Observer {
             match self.states.get(name).map(String::as_str) {
                 Some("pending") => {
                     times.pending.get_or_insert(stamp);
+                    times.pending_at.get_or_insert_with(Instant::now);
                 }
                 Some("firing") => {
                     times.pending.get_or_insert(stamp);
+                    times.pending_at.get_or_insert_with(Instant::now);
                     times.firing.get_or_insert(stamp);
+                    times.firing_at.get_or_insert_with(Instant::now);
                 }
                 _ if times.firing.is_some() => {
                     times.resolved.get_or_insert(stamp);
@@ -118,10 +135,24 @@ impl Observer {
         for alert in self.alertmanager.alerts().await? {
             if let Some(times) = self.times.get_mut(alert.name()) {
                 times.in_alertmanager.get_or_insert(stamp);
+                if let Some(expected) = self.expected.get(alert.name()) {
+                    self.label_problems.extend(
+                        label_problems(alert.name(), &alert.labels, expected)
+                            .into_iter()
+                            .map(|p| format!("in Alertmanager: {p}")),
+                    );
+                }
             }
         }
         let deliveries = self.inbox.deliveries();
         for delivery in &deliveries[self.seen_deliveries.min(deliveries.len())..] {
+            if let Some(expected) = self.expected.get(&delivery.alertname) {
+                self.label_problems.extend(
+                    label_problems(&delivery.alertname, &delivery.labels, expected)
+                        .into_iter()
+                        .map(|p| format!("at the webhook: {p}")),
+                );
+            }
             if let Some(times) = self.times.get_mut(&delivery.alertname) {
                 let at = (
                     self.step,
@@ -280,6 +311,30 @@ impl Run {
         }
     }
 
+    /// Holds for `duration` while none of `names` is pending or firing;
+    /// `Ok(duration)` when that held, else which alert broke it.
+    async fn stay_quiet(
+        &mut self,
+        duration: Duration,
+        names: &[String],
+        context: &str,
+    ) -> anyhow::Result<Result<f64, String>> {
+        let outcome = self
+            .wait(
+                duration,
+                |_| false,
+                |o| {
+                    let active = o.active(names);
+                    (!active.is_empty()).then(|| format!("{} {context}", active.join(", ")))
+                },
+            )
+            .await?;
+        Ok(match outcome {
+            Err(why) if why.starts_with("deadline") => Ok(duration.as_secs_f64()),
+            other => other,
+        })
+    }
+
     fn record(&mut self, name: String, expected: String, outcome: Result<f64, String>) -> bool {
         let passed = outcome.is_ok();
         let observed = match outcome {
@@ -352,21 +407,28 @@ async fn preflight(
         unhealthy.is_empty(),
     ));
     let targets = prometheus.targets().await?;
+    // loadgen's own metrics target is down between runs by design.
     let down: Vec<String> = targets
         .iter()
-        .filter(|t| t.health != "up")
+        .filter(|t| t.health != "up" && t.job() != "loadgen")
         .map(|t| format!("{} {} ({})", t.job(), t.health, t.last_error))
         .collect();
-    let service_scraped = targets.iter().any(|t| t.job() == "items-service");
+    let scope = crate::verify::scope::resolve(prometheus, target).await?;
     checks.push(Check::new(
         "preflight: every target up",
-        "all up, items-service among them",
+        format!("all up, {} among them", target.base),
         if down.is_empty() {
-            format!("{} targets up", targets.len())
+            format!(
+                "{} targets up; {} is {} {}",
+                targets.len(),
+                target.base,
+                scope.job,
+                scope.instance
+            )
         } else {
             down.join("; ")
         },
-        down.is_empty() && service_scraped,
+        down.is_empty(),
     ));
     let names: Vec<&String> = plan.all_alerts().collect();
     let rules = match resolve(&groups, &names) {
@@ -393,11 +455,34 @@ async fn preflight(
             Vec::new()
         }
     };
-    let scrape = targets
-        .iter()
-        .find(|t| t.job() == "items-service")
-        .and_then(|t| parse_prom_duration(&t.scrape_interval))
-        .unwrap_or(Duration::from_secs(15));
+    let scrape = scope.scrape_interval;
+    for rule in &rules {
+        let problems = plan
+            .expect
+            .get(&rule.name)
+            .map(|expected| expectation_problems(rule, expected))
+            .unwrap_or_default();
+        checks.push(Check::new(
+            format!("preflight: {} labels and for as planned", rule.name),
+            plan.expect.get(&rule.name).map_or_else(
+                || "(nothing planned)".to_owned(),
+                |e| {
+                    let labels: Vec<String> =
+                        e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    match &e.for_duration {
+                        Some(f) => format!("{}, for {f}", labels.join(", ")),
+                        None => labels.join(", "),
+                    }
+                },
+            ),
+            if problems.is_empty() {
+                "as planned".to_owned()
+            } else {
+                problems.join("; ")
+            },
+            problems.is_empty(),
+        ));
+    }
     alertmanager.alerts().await?;
     // The service must honour fault injection, or nothing will fire.
     let probe = PlannedRequest {
@@ -426,15 +511,19 @@ async fn preflight(
 /// quiet at it and be reachable at the critical rate. A rule that fails this
 /// is reported by name (exit 1) before any traffic is sent.
 fn rate_checks(plan: &AlertPlan, rules: &[AlertRule]) -> Vec<Check> {
-    let (warning, critical) = (plan.warning_error_rate, plan.critical_error_rate);
+    let (below, warning, critical) = (
+        plan.below_error_rate,
+        plan.warning_error_rate,
+        plan.critical_error_rate,
+    );
     rules
         .iter()
         .map(|rule| {
             let is_warning = plan.warning_alerts.contains(&rule.name);
             let (expected, passed) = if is_warning {
                 (
-                    format!("threshold below {warning:.3} 5xx/s"),
-                    rule.threshold_rate < warning,
+                    format!("threshold between {below:.3} and {warning:.3} 5xx/s"),
+                    rule.threshold_rate > below && rule.threshold_rate < warning,
                 )
             } else {
                 (
@@ -551,6 +640,8 @@ pub async fn run(
             step_started: Instant::now(),
             states: BTreeMap::new(),
             seen_deliveries: 0,
+            expected: plan.expect.clone(),
+            label_problems: Default::default(),
         },
         checks: Vec::new(),
         progress: Progress::new(!options.quiet_output),
@@ -593,26 +684,36 @@ pub async fn run(
             normal: plan.normal_rate,
             errors: 0.0,
         });
-        let all = names.clone();
         let quiet_outcome = run
-            .wait(
-                quiet,
-                |_| false,
-                |o| {
-                    let active = o.active(&all);
-                    (!active.is_empty())
-                        .then(|| format!("{} under normal 200/201/404 traffic", active.join(", ")))
-                },
-            )
+            .stay_quiet(quiet, &names, "under normal 200/201/404 traffic")
             .await?;
-        let quiet_outcome = match quiet_outcome {
-            Err(why) if why.starts_with("deadline") => Ok(quiet.as_secs_f64()),
-            other => other,
-        };
         if !run.record(
             "quiet: normal traffic fires nothing".into(),
             format!("no alert for {:.0}s", quiet.as_secs_f64()),
             quiet_outcome,
+        ) {
+            return Ok(());
+        }
+
+        run.observer.begin("below threshold");
+        let below_rate = plan.below_error_rate;
+        rates_tx.send_replace(Rates {
+            normal: plan.normal_rate,
+            errors: below_rate,
+        });
+        let below = plan
+            .warning_alerts
+            .iter()
+            .map(|n| below_duration(rule(n), scrape))
+            .max()
+            .unwrap_or_default();
+        let below_outcome = run
+            .stay_quiet(below, &names, "below every threshold")
+            .await?;
+        if !run.record(
+            format!("below threshold: {below_rate:.3} 5xx/s fires nothing"),
+            format!("none pending or firing for {:.0}s", below.as_secs_f64()),
+            below_outcome,
         ) {
             return Ok(());
         }
@@ -676,6 +777,47 @@ pub async fn run(
             return Ok(());
         }
 
+        // Each alert must have been pending for its `for` (less one
+        // evaluation and one poll of ours) before it fired.
+        let mut short = Vec::new();
+        for name in &names {
+            let times = &run.observer.times[name];
+            let (Some(pending), Some(firing)) = (times.pending_at, times.firing_at) else {
+                continue;
+            };
+            let r = rule(name);
+            let planned = plan
+                .expect
+                .get(name)
+                .and_then(|e| e.for_duration.as_deref())
+                .and_then(|f| crate::duration::parse(f).ok())
+                .unwrap_or(r.for_duration)
+                .max(r.for_duration);
+            let least = planned.saturating_sub(r.eval_interval + POLL);
+            let held = firing.saturating_duration_since(pending);
+            if held < least {
+                short.push(format!(
+                    "{name} pending {:.1}s < for {:?} − eval {:?}",
+                    held.as_secs_f64(),
+                    planned,
+                    r.eval_interval
+                ));
+            }
+        }
+        run.checks.push(Check::new(
+            "for honoured: firing − pending ≥ for − one evaluation",
+            "every alert",
+            if short.is_empty() {
+                "every alert".to_owned()
+            } else {
+                short.join("; ")
+            },
+            short.is_empty(),
+        ));
+        if !short.is_empty() {
+            return Ok(());
+        }
+
         run.observer.begin("delivery");
         let delivery_deadline = Duration::from_secs(60);
         let all = names.clone();
@@ -687,7 +829,13 @@ pub async fn run(
                         o.times[n].in_alertmanager.is_some() && o.times[n].delivered.is_some()
                     })
                 },
-                |_| None,
+                |o| {
+                    (!o.label_problems.is_empty()).then(|| {
+                        let problems: Vec<&str> =
+                            o.label_problems.iter().map(String::as_str).collect();
+                        format!("wrong labels {}", problems.join("; "))
+                    })
+                },
             )
             .await?;
         if !run.record(

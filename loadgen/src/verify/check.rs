@@ -62,28 +62,53 @@ fn latency_ms(value: f64) -> String {
 pub fn client_checks(expect: &ClientExpect, summary: &Summary) -> Vec<Check> {
     let mut checks = Vec::new();
     if let Some(max) = expect.error_ratio_max {
-        checks.push(Check::at_most(
-            "client error_ratio_max",
-            summary.error_ratio,
-            max,
-            percent,
-        ));
+        // A dropped request is one the user never got: an error.
+        let failed = summary.errors + summary.dropped;
+        let attempted = summary.requests + summary.dropped;
+        let ratio = if attempted > 0 {
+            failed as f64 / attempted as f64
+        } else {
+            0.0
+        };
+        checks.push(if attempted == 0 {
+            Check::new(
+                "client error_ratio_max",
+                format!("≤ {}", percent(max)),
+                "no data: no request completed",
+                false,
+            )
+        } else {
+            Check::new(
+                "client error_ratio_max",
+                format!("≤ {}", percent(max)),
+                format!(
+                    "{} ({} errors + {} dropped of {attempted})",
+                    percent(ratio),
+                    summary.errors,
+                    summary.dropped
+                ),
+                ratio <= max,
+            )
+        });
     }
+    // Percentiles of nothing read 0: that must not pass a `≤` bound.
+    let latency = |name: &str, observed_ms: f64, max: std::time::Duration| {
+        if summary.requests == 0 {
+            Check::new(
+                name,
+                format!("≤ {}", latency_ms(max.as_secs_f64() * 1000.0)),
+                "no data: no request completed",
+                false,
+            )
+        } else {
+            Check::at_most(name, observed_ms, max.as_secs_f64() * 1000.0, latency_ms)
+        }
+    };
     if let Some(max) = expect.p50_max {
-        checks.push(Check::at_most(
-            "client p50_max",
-            summary.latency.p50_ms,
-            max.as_secs_f64() * 1000.0,
-            latency_ms,
-        ));
+        checks.push(latency("client p50_max", summary.latency.p50_ms, max));
     }
     if let Some(max) = expect.p99_max {
-        checks.push(Check::at_most(
-            "client p99_max",
-            summary.latency.p99_ms,
-            max.as_secs_f64() * 1000.0,
-            latency_ms,
-        ));
+        checks.push(latency("client p99_max", summary.latency.p99_ms, max));
     }
     if let Some(min) = expect.achieved_rate_min_ratio {
         // Open-loop phases only: completed requests over scheduled ones.

@@ -1,9 +1,14 @@
-//! `loadgen verify-dashboard`: every query of every panel, with template
-//! variables substituted as Grafana would, is run against Prometheus over
-//! the dashboard's default time range. A query error, a panel without data
-//! or a panel without a unit fails the check.
+//! `loadgen verify-dashboard`: every query of every panel and every
+//! annotation query, with template variables substituted as Grafana would,
+//! is run against Prometheus over the window of the traffic being verified
+//! (`--report run.json`, `--from/--to`, or the last 15 minutes). A query
+//! error, no data, a `legendFormat` label missing from the result, a panel
+//! without targets or without a unit, an expression that can never be
+//! empty (`or vector(0)`, unless a documented stat), or a template
+//! variable query without values fails.
 
 use std::{
+    collections::BTreeSet,
     io::Write,
     path::PathBuf,
     time::{Duration, SystemTime},
@@ -18,16 +23,115 @@ use crate::{
     Exit,
 };
 
-/// Range the queries cover: the dashboards' default `now-15m`.
+/// Default range: the dashboards' default `now-15m`.
 const RANGE: Duration = Duration::from_secs(15 * 60);
 
-/// One panel query, ready to run.
+/// The time range the queries cover, Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    pub from: f64,
+    pub to: f64,
+}
+
+impl Window {
+    /// The last 15 minutes.
+    pub fn recent() -> Self {
+        let to = unix_seconds(SystemTime::now());
+        Self {
+            from: to - RANGE.as_secs_f64(),
+            to,
+        }
+    }
+
+    /// The run window of a `loadgen run --out` report.
+    pub fn from_report(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the report {}", path.display()))?;
+        let report: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let ms = |field: &str| {
+            report[field].as_u64().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no `{field}` (is it a loadgen run report?)",
+                    path.display()
+                )
+            })
+        };
+        let (from, to) = (ms("started_at_unix_ms")?, ms("ended_at_unix_ms")?);
+        Self::new(from as f64 / 1000.0, to as f64 / 1000.0)
+    }
+
+    pub fn new(from: f64, to: f64) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            from.is_finite() && to.is_finite() && from < to,
+            "the window must have from < to (got {from} .. {to})"
+        );
+        Ok(Self { from, to })
+    }
+}
+
+/// Where a query comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    Panel,
+    Annotation,
+    Variable,
+}
+
+/// One query, ready to run, with what its result must satisfy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PanelQuery {
     pub panel: String,
     pub ref_id: String,
     pub expr: String,
     pub has_unit: bool,
+    pub kind: QueryKind,
+    /// Labels the legend (or annotation title) shows: each result series
+    /// must carry them.
+    pub legend_labels: Vec<String>,
+    /// Why the panel or query is wrong before running it.
+    pub static_problem: Option<String>,
+}
+
+/// `{{label}}` names in a Grafana legend format.
+pub fn legend_labels(format: &str) -> Vec<String> {
+    let mut labels = Vec::new();
+    let mut rest = format;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = after[..end].trim();
+        if !name.is_empty() && !labels.iter().any(|l| l == name) {
+            labels.push(name.to_owned());
+        }
+        rest = &after[end + 2..];
+    }
+    labels
+}
+
+/// An `or` whose right side is a `vector(...)`: never empty by construction.
+pub fn never_empty(expr: &str) -> bool {
+    let compact: String = expr.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut rest = compact.as_str();
+    while let Some(at) = rest.find(" or ") {
+        let mut after = rest[at + 4..].trim_start();
+        for modifier in ["on", "ignoring"] {
+            if let Some(m) = after.strip_prefix(modifier) {
+                let m = m.trim_start();
+                if let Some(close) = m
+                    .strip_prefix('(')
+                    .and_then(|m| m.find(')').map(|i| &m[i + 1..]))
+                {
+                    after = close.trim_start();
+                }
+            }
+        }
+        if after.starts_with("vector(") || after.starts_with("vector (") {
+            return true;
+        }
+        rest = &rest[at + 4..];
+    }
+    false
 }
 
 /// All panels, rows included, in display order.
@@ -45,14 +149,14 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
 
 /// `(name, value)` for each template variable: the all-value for multi
 /// selections, else the current value.
-fn variables(dashboard: &Value, scrape: Duration) -> Vec<(String, String)> {
+fn variables(dashboard: &Value, scrape: Duration, range: Duration) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = vec![
         (
             "__rate_interval".into(),
             format!("{}s", (scrape * 4).as_secs().max(1)),
         ),
         ("__interval".into(), format!("{}s", scrape.as_secs().max(1))),
-        ("__range".into(), format!("{}s", RANGE.as_secs())),
+        ("__range".into(), format!("{}s", range.as_secs().max(1))),
     ];
     for var in dashboard["templating"]["list"]
         .as_array()
@@ -91,27 +195,179 @@ pub fn substitute(expr: &str, vars: &[(String, String)]) -> String {
     result
 }
 
-/// The queries of one dashboard with variables substituted.
-pub fn queries(dashboard: &Value, scrape: Duration) -> Vec<PanelQuery> {
-    let vars = variables(dashboard, scrape);
+/// The query a template variable runs, as a PromQL expression whose
+/// result series carry the variable's values in `label` (if any).
+fn variable_query(text: &str) -> (String, Option<String>) {
+    let text = text.trim();
+    if let Some(args) = text
+        .strip_prefix("label_values(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        return match args.rsplit_once(',') {
+            Some((metric, label)) => {
+                let label = label.trim().to_owned();
+                (
+                    format!("count by ({label}) ({})", metric.trim()),
+                    Some(label),
+                )
+            }
+            None => {
+                let label = args.trim().to_owned();
+                (
+                    format!("count by ({label}) ({{{label}!=\"\"}})"),
+                    Some(label),
+                )
+            }
+        };
+    }
+    if let Some(expr) = text
+        .strip_prefix("query_result(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        return (expr.to_owned(), None);
+    }
+    (text.to_owned(), None)
+}
+
+/// Every query of one dashboard (panels, annotations, template variables)
+/// with variables substituted, and the panels' static problems.
+pub fn queries(dashboard: &Value, scrape: Duration, range: Duration) -> Vec<PanelQuery> {
+    let vars = variables(dashboard, scrape, range);
     let mut result = Vec::new();
     for panel in panels(dashboard) {
         let title = panel["title"].as_str().unwrap_or("(untitled)").to_owned();
+        let kind = panel["type"].as_str().unwrap_or("");
         let has_unit = panel["fieldConfig"]["defaults"]["unit"]
             .as_str()
             .is_some_and(|u| !u.is_empty());
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            if let Some(expr) = target["expr"].as_str() {
-                result.push(PanelQuery {
-                    panel: title.clone(),
-                    ref_id: target["refId"].as_str().unwrap_or("?").to_owned(),
-                    expr: substitute(expr, &vars),
-                    has_unit,
-                });
-            }
+        let documented_stat = kind == "stat"
+            && panel["description"]
+                .as_str()
+                .is_some_and(|d| !d.trim().is_empty());
+        let targets: Vec<&Value> = panel["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["expr"].as_str().is_some_and(|e| !e.trim().is_empty()))
+            .collect();
+        if targets.is_empty() && kind != "text" {
+            result.push(PanelQuery {
+                panel: title.clone(),
+                ref_id: "-".into(),
+                expr: String::new(),
+                has_unit,
+                kind: QueryKind::Panel,
+                legend_labels: Vec::new(),
+                static_problem: Some("panel has no targets".into()),
+            });
+        }
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            result.push(PanelQuery {
+                panel: title.clone(),
+                ref_id: target["refId"].as_str().unwrap_or("?").to_owned(),
+                expr: substitute(expr, &vars),
+                has_unit,
+                kind: QueryKind::Panel,
+                legend_labels: legend_labels(target["legendFormat"].as_str().unwrap_or("")),
+                static_problem: (never_empty(expr) && !documented_stat).then(|| {
+                    "never empty by construction (`or vector(…)`); only a stat with a description may do that".into()
+                }),
+            });
         }
     }
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(expr) = annotation["expr"].as_str() else {
+            continue;
+        };
+        let format = format!(
+            "{} {}",
+            annotation["titleFormat"].as_str().unwrap_or(""),
+            annotation["textFormat"].as_str().unwrap_or("")
+        );
+        result.push(PanelQuery {
+            panel: format!(
+                "annotation: {}",
+                annotation["name"].as_str().unwrap_or("(unnamed)")
+            ),
+            ref_id: "-".into(),
+            expr: substitute(expr, &vars),
+            has_unit: true,
+            kind: QueryKind::Annotation,
+            legend_labels: legend_labels(&format),
+            static_problem: never_empty(expr)
+                .then(|| "never empty by construction (`or vector(…)`)".into()),
+        });
+    }
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query")
+    {
+        let text = var["query"]["query"]
+            .as_str()
+            .or_else(|| var["query"].as_str())
+            .or_else(|| var["definition"].as_str())
+            .unwrap_or("");
+        let (expr, label) = variable_query(&substitute(text, &vars));
+        result.push(PanelQuery {
+            panel: format!("variable: ${}", var["name"].as_str().unwrap_or("?")),
+            ref_id: "-".into(),
+            expr,
+            has_unit: true,
+            kind: QueryKind::Variable,
+            legend_labels: label.into_iter().collect(),
+            static_problem: text
+                .trim()
+                .is_empty()
+                .then(|| "template variable has no query".into()),
+        });
+    }
     result
+}
+
+/// The verdict on one query's result: `Ok(series)` or `Err((series, why))`.
+fn judge(
+    query: &PanelQuery,
+    series: &[crate::verify::prometheus::RangeSeries],
+) -> Result<String, (String, String)> {
+    let with_data: Vec<_> = series
+        .iter()
+        .filter(|s| s.points.iter().any(|(_, v)| v.is_finite()))
+        .collect();
+    let count = with_data.len().to_string();
+    if !query.has_unit {
+        return Err((count, "FAIL: panel has no unit".into()));
+    }
+    if with_data.is_empty() {
+        let what = match query.kind {
+            QueryKind::Variable => "FAIL: no values",
+            _ => "FAIL: no data",
+        };
+        return Err((count, what.into()));
+    }
+    let missing: BTreeSet<&str> = query
+        .legend_labels
+        .iter()
+        .filter(|label| with_data.iter().any(|s| !s.labels.contains_key(*label)))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let missing: Vec<&str> = missing.into_iter().collect();
+        return Err((
+            count,
+            format!(
+                "FAIL: legend label {} not in the result",
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(count)
 }
 
 /// The service's scrape interval: the provisioned datasource's
@@ -131,6 +387,7 @@ async fn scrape_interval(prometheus: &Prometheus) -> Result<Duration, ApiError> 
 pub async fn run(
     prometheus: &Prometheus,
     paths: &[PathBuf],
+    window: Window,
     out: &mut impl Write,
 ) -> anyhow::Result<Exit> {
     let paths = if paths.is_empty() {
@@ -146,7 +403,7 @@ pub async fn run(
     };
     anyhow::ensure!(!paths.is_empty(), "no dashboard JSON files found");
     let scrape = scrape_interval(prometheus).await?;
-    let end = unix_seconds(SystemTime::now());
+    let range = Duration::from_secs_f64(window.to - window.from);
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
         "dashboard",
@@ -164,29 +421,21 @@ pub async fn run(
         let name = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        for query in queries(&dashboard, scrape) {
+        for query in queries(&dashboard, scrape, range) {
             total += 1;
-            let outcome = match prometheus
-                .query_range(&query.expr, end - RANGE.as_secs_f64(), end, scrape)
-                .await
-            {
-                Ok(series) => {
-                    let with_data = series
-                        .iter()
-                        .filter(|s| s.points.iter().any(|(_, v)| v.is_finite()))
-                        .count();
-                    match (with_data, query.has_unit) {
-                        (_, false) => {
-                            Err((with_data.to_string(), "FAIL: panel has no unit".to_owned()))
-                        }
-                        (0, _) => Err(("0".to_owned(), "FAIL: no data".to_owned())),
-                        (n, _) => Ok(n.to_string()),
+            let outcome = if let Some(problem) = &query.static_problem {
+                Err(("-".to_owned(), format!("FAIL: {problem}")))
+            } else {
+                match prometheus
+                    .query_range(&query.expr, window.from, window.to, scrape)
+                    .await
+                {
+                    Ok(series) => judge(&query, &series),
+                    Err(err @ ApiError::BadQuery { .. }) => {
+                        Err(("-".to_owned(), format!("FAIL: {err}")))
                     }
+                    Err(err) => return Err(err.into()),
                 }
-                Err(err @ ApiError::BadQuery { .. }) => {
-                    Err(("-".to_owned(), format!("FAIL: {err}")))
-                }
-                Err(err) => return Err(err.into()),
             };
             let (series, verdict) = match outcome {
                 Ok(series) => (series, Cell::new("PASS").fg(Color::Green)),
@@ -205,6 +454,13 @@ pub async fn run(
         }
     }
     writeln!(out, "{table}")?;
+    writeln!(
+        out,
+        "window: {:.0} .. {:.0} ({:.0}s)",
+        window.from,
+        window.to,
+        window.to - window.from
+    )?;
     if failed == 0 {
         writeln!(
             out,
@@ -238,7 +494,10 @@ mod tests {
                 {"title": "no unit", "targets": [{"refId": "B", "expr": "up"}]}
             ]
         });
-        let queries = queries(&dashboard, Duration::from_secs(5));
+        let queries: Vec<PanelQuery> = queries(&dashboard, Duration::from_secs(5), RANGE)
+            .into_iter()
+            .filter(|q| q.kind == QueryKind::Panel)
+            .collect();
         assert_eq!(queries.len(), 2);
         assert_eq!(queries[0].expr, "rate(x{endpoint=~\".*\", e=\"/\"}[20s])");
         assert!(queries[0].has_unit);
@@ -249,15 +508,64 @@ mod tests {
     fn the_shipped_dashboard_has_units_and_queries_everywhere() {
         let text = include_str!("../../../grafana/dashboards/items-service.json");
         let dashboard: Value = serde_json::from_str(text).unwrap();
-        let queries = queries(&dashboard, Duration::from_secs(5));
+        let queries = queries(&dashboard, Duration::from_secs(5), RANGE);
         assert!(queries.len() >= 20, "{}", queries.len());
         for query in &queries {
             assert!(query.has_unit, "{} has no unit", query.panel);
+            assert_eq!(query.static_problem, None, "{}", query.panel);
             assert!(
                 !query.expr.contains('$'),
                 "unsubstituted variable in {}",
                 query.expr
             );
         }
+    }
+
+    #[test]
+    fn legend_labels_and_never_empty_expressions() {
+        assert_eq!(
+            legend_labels("{{method}} {{ endpoint }}"),
+            ["method", "endpoint"]
+        );
+        assert!(legend_labels("p99").is_empty());
+        assert!(never_empty("sum(ALERTS) or vector(0)"));
+        assert!(never_empty("sum by (a) (x)\n  or on () vector(0)"));
+        assert!(never_empty("x or ignoring(a) vector(1)"));
+        assert!(!never_empty("x or y"));
+        assert!(!never_empty("vector(1)"));
+    }
+
+    #[test]
+    fn panels_without_targets_and_variables_are_queries_too() {
+        let dashboard = serde_json::json!({
+            "templating": {"list": [
+                {"name": "endpoint", "type": "query",
+                 "query": {"query": "label_values(http_requests_total{job=\"a\"}, endpoint)"}}
+            ]},
+            "annotations": {"list": [{"name": "phases", "expr": "loadgen_phase_active == 1", "titleFormat": "{{phase}}"}]},
+            "panels": [
+                {"type": "timeseries", "title": "empty", "targets": []},
+                {"type": "stat", "title": "documented", "description": "0 when no alert fires",
+                 "fieldConfig": {"defaults": {"unit": "none"}},
+                 "targets": [{"refId": "A", "expr": "count(ALERTS) or vector(0)"}]},
+                {"type": "text", "title": "notes"}
+            ]
+        });
+        let queries = queries(&dashboard, Duration::from_secs(5), RANGE);
+        let find = |panel: &str| queries.iter().find(|q| q.panel == panel).unwrap();
+        assert_eq!(
+            find("empty").static_problem.as_deref(),
+            Some("panel has no targets")
+        );
+        assert_eq!(find("documented").static_problem, None);
+        assert!(!queries.iter().any(|q| q.panel == "notes"));
+        let annotation = find("annotation: phases");
+        assert_eq!(annotation.legend_labels, ["phase"]);
+        let variable = find("variable: $endpoint");
+        assert_eq!(
+            variable.expr,
+            "count by (endpoint) (http_requests_total{job=\"a\"})"
+        );
+        assert_eq!(variable.legend_labels, ["endpoint"]);
     }
 }

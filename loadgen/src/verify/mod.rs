@@ -9,5 +9,6 @@ pub mod check;
 pub mod dashboard;
 pub mod prometheus;
 pub mod reconcile;
+pub mod scope;
 pub mod server;
 pub mod webhook;

@@ -116,6 +116,9 @@ pub struct Rule {
     /// Alerting rules: the `for` duration in seconds.
     #[serde(default)]
     pub duration: f64,
+    /// Alerting rules: `keep_firing_for` in seconds (Prometheus ≥ 2.42).
+    #[serde(rename = "keepFiringFor", default)]
+    pub keep_firing_for: f64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }

@@ -20,6 +20,8 @@ pub struct Delivery {
     pub alertname: String,
     /// `firing` or `resolved`.
     pub status: String,
+    /// Every label the notification carried (severity, family, ...).
+    pub labels: std::collections::BTreeMap<String, String>,
     pub at: Instant,
 }
 
@@ -51,6 +53,7 @@ async fn receive(State(inbox): State<Inbox>, Json(notification): Json<Notificati
         deliveries.push(Delivery {
             alertname: alert.labels.get("alertname").cloned().unwrap_or_default(),
             status: alert.status,
+            labels: alert.labels,
             at: now,
         });
     }

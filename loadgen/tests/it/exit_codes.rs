@@ -45,7 +45,7 @@ async fn zero_when_every_check_passes_one_when_one_fails() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("FAIL: 1 of 2 checks failed: client p99_max"),
+        stdout.contains("FAIL: 1 of 3 checks failed: client p99_max"),
         "{stdout}"
     );
 }

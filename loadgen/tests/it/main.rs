@@ -6,4 +6,5 @@ mod exit_codes;
 mod run;
 mod scenarios;
 mod stack_files;
+mod verdicts;
 mod verify;

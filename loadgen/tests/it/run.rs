@@ -104,7 +104,10 @@ async fn counts_per_operation_are_exactly_as_planned() {
         .find(|c| c.name.starts_with("reconcile"))
         .expect("reconciliation ran");
     assert!(reconcile.passed, "{reconcile:?}");
-    assert_eq!(reconcile.observed, "equal: 400 requests");
+    assert_eq!(
+        reconcile.observed,
+        "server 400, client 400 (0 timeouts matched by 499, 0 tolerated)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +140,7 @@ async fn a_slow_target_shows_in_latency_and_drops() {
     // Every request is delayed 200 ms by the service; 4 may be in flight, so
     // at most 20/s can be served of the 50/s scheduled: the rest are dropped,
     // never queued and sent late.
-    let text = "[keyspace]\npreload = 10\n[mix]\nfault = 1\n[fault]\nstatus = 503\ndelay = \"200ms\"\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"2s\"\nmax_in_flight = 4\n[expect.client]\nachieved_rate_min_ratio = 0.99\n";
+    let text = "[keyspace]\npreload = 10\n[mix]\nfault = 1\n[fault]\nstatus = 503\ndelay = \"200ms\"\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"2s\"\nmax_in_flight = 4\n[expect.client]\nachieved_rate_min_ratio = 0.99\nerror_ratio_max = 0.0\n";
     let (result, out) = run_plan(text, &service.url()).await;
     let phase = &result.summary.phases[0];
     assert_eq!(phase.scheduled, Some(100));
@@ -165,9 +168,23 @@ async fn a_slow_target_shows_in_latency_and_drops() {
         Exit::CheckFailed,
         "dropped requests must fail achieved_rate_min_ratio: {out}"
     );
+    // Drops are failures of the error ratio too (they used to pass it).
     assert!(
-        out.contains("FAIL: 1 of 2 checks failed: client achieved_rate_min_ratio"),
+        out.contains(
+            "FAIL: 2 of 3 checks failed: client error_ratio_max, client achieved_rate_min_ratio"
+        ),
         "{out}"
+    );
+    let ratio = result
+        .checks
+        .iter()
+        .find(|c| c.name == "client error_ratio_max")
+        .unwrap();
+    assert!(
+        ratio
+            .observed
+            .contains(&format!("0 errors + {} dropped of 100", phase.dropped)),
+        "{ratio:?}"
     );
 }
 

@@ -4,7 +4,7 @@
 
 use loadgen::Exit;
 
-use crate::common::{loadgen, repo, scenario, Monitoring, Service};
+use crate::common::{loadgen, scenario, Monitoring, Service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_checks_the_server_side_and_fails_an_unreachable_hit_ratio() {
@@ -42,7 +42,7 @@ async fn run_checks_the_server_side_and_fails_an_unreachable_hit_ratio() {
         "{out}"
     );
     assert!(row("matches client").contains("PASS"), "{out}");
-    assert!(row("server 5xx ratio").contains("PASS"), "{out}");
+    assert!(row("server error ratio").contains("PASS"), "{out}");
     assert!(row("lookups counted").contains("PASS"), "{out}");
     assert!(out.contains("FAIL: 1 of "), "{out}");
 }
@@ -76,7 +76,7 @@ async fn unreachable_prometheus_is_exit_2_with_a_clear_message() {
     assert_eq!(exit, Exit::Error, "{err}");
 }
 
-async fn verify_alerts(service: &Service, monitoring: &Monitoring) -> (Exit, String, String) {
+pub async fn verify_alerts(service: &Service, monitoring: &Monitoring) -> (Exit, String, String) {
     loadgen(&[
         "verify-alerts",
         "--target",
@@ -138,46 +138,13 @@ async fn verify_alerts_fails_the_quiet_step_when_404_counts_as_an_error() {
     );
 }
 
+/// The shipped dashboard passing after traffic is in `verdicts`; here,
+/// broken panels fail whatever the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_dashboard_passes_after_traffic_and_fails_broken_panels() {
+async fn verify_dashboard_fails_broken_panels() {
     let service = Service::start().await;
     let monitoring = Monitoring::start(&service, |rules| rules).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = scenario(
-        &dir,
-        "traffic",
-        "[keyspace]\npreload = 20\n[mix]\nget_hit = 8\nget_miss = 2\nput = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"8s\"\n",
-    );
-    let (exit, out, _) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "-q",
-    ])
-    .await;
-    assert_eq!(exit, Exit::Pass, "{out}");
-    let dashboard = repo().join("grafana/dashboards/items-service.json");
-    // The recording rules need two evaluations over the new data.
-    let mut last = String::new();
-    for _ in 0..30 {
-        let (exit, out, err) = loadgen(&[
-            "verify-dashboard",
-            "--prometheus",
-            &monitoring.prometheus,
-            dashboard.to_str().unwrap(),
-        ])
-        .await;
-        if exit == Exit::Pass {
-            assert!(out.contains("PASS: all "), "{out}");
-            last.clear();
-            break;
-        }
-        last = format!("{out}{err}");
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-    assert!(last.is_empty(), "dashboard never passed:\n{last}");
-
     let broken = dir.path().join("broken.json");
     let json = serde_json::json!({
         "templating": {"list": []},

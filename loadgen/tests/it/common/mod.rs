@@ -191,3 +191,49 @@ impl Monitoring {
         }
     }
 }
+
+/// The rules with an always-firing Watchdog alert (SPEC §6) if they lack
+/// one, so the alerts panel has data whatever else fires.
+pub fn with_watchdog(rules: String) -> String {
+    if rules.contains("alert: Watchdog") {
+        return rules;
+    }
+    format!(
+        "{rules}\n      - alert: Watchdog\n        expr: vector(1)\n        labels: {{severity: none, family: meta}}\n"
+    )
+}
+
+/// `loadgen run SCENARIO --target SERVICE [--prometheus URL] EXTRA...`.
+pub async fn run_scenario(
+    path: &Path,
+    service: &Service,
+    prometheus: Option<&str>,
+    extra: &[&str],
+) -> (Exit, String, String) {
+    let url = service.url();
+    let mut args = vec!["run", path.to_str().unwrap(), "--target", &url];
+    if let Some(prometheus) = prometheus {
+        args.extend(["--prometheus", prometheus]);
+    }
+    args.extend_from_slice(extra);
+    loadgen(&args).await
+}
+
+/// `loadgen verify-dashboard --prometheus URL ARGS...` until it passes
+/// (recording rules need a couple of evaluations after the traffic);
+/// returns the last failing output, empty once it passed.
+pub async fn dashboard_until_pass(prometheus: &str, args: &[&str]) -> String {
+    let mut argv = vec!["verify-dashboard", "--prometheus", prometheus];
+    argv.extend_from_slice(args);
+    let mut last = String::new();
+    for _ in 0..30 {
+        let (exit, out, err) = loadgen(&argv).await;
+        if exit == Exit::Pass {
+            assert!(out.contains("PASS: all "), "{out}");
+            return String::new();
+        }
+        last = format!("{out}{err}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    last
+}
