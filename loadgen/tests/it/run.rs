@@ -41,6 +41,7 @@ async fn run_plan(text: &str, target: &str) -> (runner::RunResult, String) {
         seed: None,
         out: None,
         quiet: false,
+        ..RunOptions::default()
     };
     let mut verifier = ServerVerifier::new(target, &options.prometheus, plan.expect.clone());
     let mut out = Vec::new();
@@ -250,7 +251,7 @@ async fn the_json_report_matches_its_schema() {
         .map(|e| format!("{e} at {}", e.instance_path))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert_eq!(report["summary"]["requests"], 400);
     assert_eq!(report["passed"], true);
     // The schema is strict: a report with an unknown field does not validate.

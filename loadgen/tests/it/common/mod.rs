@@ -52,9 +52,14 @@ pub fn scenario(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
 }
 
 /// Runs loadgen in-process; returns the exit code, stdout and stderr.
+/// `run` serves no metrics unless the test passes `--metrics-listen`
+/// (never the default port 9465, which a real run may hold).
 pub async fn loadgen(args: &[&str]) -> (Exit, String, String) {
     let mut argv = vec!["loadgen"];
     argv.extend_from_slice(args);
+    if args.first() == Some(&"run") && !args.contains(&"--metrics-listen") {
+        argv.extend(["--metrics-listen", "off"]);
+    }
     let cli = Cli::try_parse_from(argv).expect("valid arguments");
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = loadgen::main_with(cli.command, CancellationToken::new(), &mut out, &mut err).await;
@@ -71,7 +76,8 @@ pub fn binary() -> Command {
     command
         .current_dir(repo())
         .env_remove("LOADGEN_TARGET")
-        .env_remove("LOADGEN_PROMETHEUS");
+        .env_remove("LOADGEN_PROMETHEUS")
+        .env("LOADGEN_METRICS_LISTEN", "off");
     command
 }
 
