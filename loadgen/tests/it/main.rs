@@ -3,7 +3,9 @@
 
 mod common;
 mod exit_codes;
+mod html;
 mod run;
 mod scenarios;
 mod stack_files;
+mod telemetry;
 mod verify;

@@ -94,7 +94,9 @@
   var charts = el("div", { "class": "charts" });
   root.appendChild(charts);
   var rendered = 0;
-  var xs = points.map(function (p) { return p.t; });
+  // Each point covers [t, t + seconds): drawn at its middle, so phase
+  // lines fall where the change shows.
+  var xs = points.map(function (p) { return p.t + (p.seconds || 1) / 2; });
   function perSecond(field) {
     return points.map(function (p) { return p[field] === undefined ? null : p[field] / (p.seconds || 1); });
   }

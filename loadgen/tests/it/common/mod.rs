@@ -135,6 +135,19 @@ pub struct Monitoring {
 
 impl Monitoring {
     pub async fn start(service: &Service, edit_rules: impl Fn(String) -> String) -> Self {
+        Self::start_with(service, edit_rules, None).await
+    }
+
+    /// Also scrapes loadgen's own metrics at `loadgen` (job `loadgen`).
+    pub async fn scraping_loadgen(service: &Service, loadgen: &str) -> Self {
+        Self::start_with(service, |rules| rules, Some(loadgen)).await
+    }
+
+    async fn start_with(
+        service: &Service,
+        edit_rules: impl Fn(String) -> String,
+        loadgen: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let rules = std::fs::read_to_string(repo().join("prometheus/rules/items-service.yml"))
             .expect("rules");
@@ -147,8 +160,11 @@ impl Monitoring {
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [{rules}]\n\
              alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]}}\n\
-             scrape_configs:\n  - job_name: items-service\n    static_configs: [{{targets: ['{service_addr}']}}]\n  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n",
-            rules = dir.path().join("rules.yml").display()
+             scrape_configs:\n  - job_name: items-service\n    static_configs: [{{targets: ['{service_addr}']}}]\n  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n{loadgen_job}",
+            rules = dir.path().join("rules.yml").display(),
+            loadgen_job = loadgen.map_or(String::new(), |addr| format!(
+                "  - job_name: loadgen\n    static_configs: [{{targets: ['{addr}']}}]\n"
+            )),
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let am_config = "route: {receiver: drop, group_wait: 1s, group_interval: 5s}\nreceivers: [{name: drop}]\n";
