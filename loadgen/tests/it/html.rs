@@ -14,7 +14,7 @@ use std::{
 use loadgen::Exit;
 use serde_json::Value;
 
-use crate::common::{loadgen, repo, scenario, Service};
+use crate::common::{loadgen, repo, run_with_report, Service};
 
 /// Three phases (ramp, a constant rate that drops against slow faults,
 /// closed-loop VUs) and a latency check that the slow faults fail: every
@@ -189,38 +189,38 @@ fn keep_screenshot(rendered: &Rendered, name: &str) -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_html_report_renders_in_headless_chromium() {
-    let service = Service::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = scenario(&dir, "showcase", SHOWCASE);
-    let (json, html) = (dir.path().join("r.json"), dir.path().join("run.html"));
-    let (exit, out, err) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--out",
-        json.to_str().unwrap(),
-        "--html",
-        html.to_str().unwrap(),
-        "--quiet",
-    ])
-    .await;
-    assert_eq!(exit, Exit::CheckFailed, "p99_max fails: {out}{err}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert!(report["summary"]["dropped"].as_u64().unwrap() > 0, "{out}");
-
-    // `loadgen report` renders the same page from the JSON.
-    let again = dir.path().join("again.html");
+/// `loadgen report JSON --html HTML`, which must succeed.
+async fn loadgen_report(json: &Path, html: &Path) {
     let (exit, out, err) = loadgen(&[
         "report",
         json.to_str().unwrap(),
         "--html",
-        again.to_str().unwrap(),
+        html.to_str().unwrap(),
     ])
     .await;
     assert_eq!(exit, Exit::Pass, "{out}{err}");
+    assert_eq!(out, format!("wrote {}\n", html.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_renders_in_headless_chromium() {
+    let service = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("run.html");
+    let (exit, out, report) = run_with_report(
+        &dir,
+        &service,
+        SHOWCASE,
+        &["--html", html.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(exit, Exit::CheckFailed, "p99_max fails: {out}");
+    assert!(report["summary"]["dropped"].as_u64().unwrap() > 0, "{out}");
+    let json = dir.path().join("report.json");
+
+    // `loadgen report` renders the same page from the JSON.
+    let again = dir.path().join("again.html");
+    loadgen_report(&json, &again).await;
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
         page == std::fs::read_to_string(&again).unwrap(),
@@ -269,14 +269,7 @@ async fn a_schema_1_report_renders_with_what_it_has() {
     let fixture = repo().join("loadgen/tests/fixtures/reports/v1.json");
     let dir = tempfile::tempdir().unwrap();
     let html = dir.path().join("v1.html");
-    let (exit, out, err) = loadgen(&[
-        "report",
-        fixture.to_str().unwrap(),
-        "--html",
-        html.to_str().unwrap(),
-    ])
-    .await;
-    assert_eq!(exit, Exit::Pass, "{out}{err}");
+    loadgen_report(&fixture, &html).await;
     let rendered = open_in_chromium(&html).await;
     // Rate, latency and errors are in schema 1; drops per second are not.
     assert_rendered(

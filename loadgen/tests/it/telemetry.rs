@@ -6,9 +6,8 @@ use std::{collections::BTreeSet, time::Duration};
 
 use items_service::testing::free_port;
 use loadgen::{verify::prometheus::Prometheus, Exit};
-use serde_json::Value;
 
-use crate::common::{loadgen, scenario, Monitoring, Service};
+use crate::common::{loadgen, run_with_report, scenario, Monitoring, Service};
 
 /// An open-loop phase that drops (a slow fault against a small in-flight
 /// cap) and a closed-loop phase: every kind of status.
@@ -65,25 +64,15 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = scenario(&dir, "watched", WATCHED);
-    let report = dir.path().join("report.json");
-    let (exit, out, err) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
+    let args = [
         "--prometheus",
         &monitoring.prometheus,
         "--metrics-listen",
         &listen,
-        "--out",
-        report.to_str().unwrap(),
-        "--quiet",
-    ])
-    .await;
-    assert_eq!(exit, Exit::Pass, "{out}{err}");
+    ];
+    let (exit, out, report) = run_with_report(&dir, &service, WATCHED, &args).await;
+    assert_eq!(exit, Exit::Pass, "{out}");
     assert!(!out.contains("warning"), "{out}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let summary = &report["summary"];
     let run = format!("run_id=\"{}\"", report["run_id"].as_str().unwrap());
     let (requests, dropped) = (

@@ -115,6 +115,8 @@
     cursor = start + (phase.seconds || 0);
   });
   if (phases.length) boundaries.push({ at: cursor, label: "end" });
+  var last = points[points.length - 1];
+  var xEnd = Math.max(cursor, last ? last.t + (last.seconds || 1) : 1);
 
   function phaseLines(u) {
     var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
@@ -152,7 +154,8 @@
     var opts = {
       width: width,
       height: 240,
-      scales: { x: { time: false } },
+      // From the run start, so the first phase's line shows too.
+      scales: { x: { time: false, range: [0, xEnd] } },
       legend: { live: false },
       cursor: { show: false },
       series: [{ label: "s" }].concat(present.map(function (s) {

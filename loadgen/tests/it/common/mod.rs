@@ -70,6 +70,35 @@ pub async fn loadgen(args: &[&str]) -> (Exit, String, String) {
     )
 }
 
+/// `loadgen run` of scenario `text` against `service` with `--out` into
+/// `dir` (and `--quiet`) plus `args`: the exit, stdout + stderr, and the
+/// JSON report.
+pub async fn run_with_report(
+    dir: &tempfile::TempDir,
+    service: &Service,
+    text: &str,
+    args: &[&str],
+) -> (Exit, String, serde_json::Value) {
+    let path = scenario(dir, "scenario", text);
+    let report = dir.path().join("report.json");
+    let url = service.url();
+    let mut argv = vec![
+        "run",
+        path.to_str().unwrap(),
+        "--target",
+        &url,
+        "--out",
+        report.to_str().unwrap(),
+        "--quiet",
+    ];
+    argv.extend_from_slice(args);
+    let (exit, out, err) = loadgen(&argv).await;
+    let report = std::fs::read(&report)
+        .map(|bytes| serde_json::from_slice(&bytes).expect("a JSON report"))
+        .unwrap_or(serde_json::Value::Null);
+    (exit, format!("{out}{err}"), report)
+}
+
 /// The real loadgen binary.
 pub fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
