@@ -237,6 +237,15 @@ pub async fn run(
         Exit::CheckFailed
     };
     if options.out.is_some() || options.html.is_some() {
+        let server = if plan.expect.needs_prometheus() && !interrupted && exit != Exit::Error {
+            let prometheus = Prometheus::new(&options.prometheus);
+            report::server::fetch(&prometheus, started, ended)
+                .await
+                .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))
+                .ok()
+        } else {
+            None
+        };
         let report = Report {
             schema_version: report::SCHEMA_VERSION,
             run_id: &run_id,
@@ -249,6 +258,7 @@ pub async fn run(
             summary: &summary,
             checks: &checks,
             passed: exit == Exit::Pass,
+            server: server.as_ref(),
         };
         report::write_files(&report, options.out.as_deref(), options.html.as_deref())?;
     }

@@ -4,6 +4,7 @@
 //! a JSON report as one self-contained page with charts.
 
 pub mod html;
+pub mod server;
 
 use std::{collections::BTreeMap, io::Write};
 
@@ -14,7 +15,8 @@ use crate::verify::check::Check;
 
 /// Version of the JSON report layout; bump on incompatible changes.
 /// 2: `run_id`; per-second offered, dropped, p90, service time and
-/// statuses; phase start offsets (what the HTML report charts).
+/// statuses; phase start offsets; the server's series from Prometheus
+/// (what the HTML report charts).
 pub const SCHEMA_VERSION: u32 = 2;
 /// The JSON Schema of the report, kept in the repository.
 pub const SCHEMA: &str = include_str!("../../report.schema.json");
@@ -144,6 +146,8 @@ pub struct Report<'a> {
     pub summary: &'a Summary,
     pub checks: &'a [Check],
     pub passed: bool,
+    /// The service's side over time, from Prometheus (runs that used it).
+    pub server: Option<&'a server::ServerSeries>,
 }
 
 /// Writes the report as JSON and/or HTML.

@@ -57,7 +57,7 @@ p99_max = "250ms"
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// What Chromium made of the page.
-struct Rendered {
+pub struct Rendered {
     dom: String,
     screenshot: Vec<u8>,
 }
@@ -100,7 +100,7 @@ async fn chromium(args: &[String], what: &str) -> Vec<u8> {
     output.stdout
 }
 
-async fn open_in_chromium(page: &Path) -> Rendered {
+pub async fn open_in_chromium(page: &Path) -> Rendered {
     let profile = tempfile::tempdir().unwrap();
     let url = format!("file://{}", page.display());
     let profile_arg = format!("--user-data-dir={}", profile.path().display());
@@ -152,7 +152,7 @@ fn ink(png_bytes: &[u8]) -> (usize, f64) {
 }
 
 /// Asserts the page rendered completely: ready, no error, `charts` drawn.
-fn assert_rendered(rendered: &Rendered, charts: usize, texts: &[&str]) {
+pub fn assert_rendered(rendered: &Rendered, charts: usize, texts: &[&str]) {
     let root = root_tag(&rendered.dom);
     assert!(!root.contains("data-errors"), "JavaScript errors: {root}");
     assert!(root.contains("data-ready=\"true\""), "not ready: {root}");

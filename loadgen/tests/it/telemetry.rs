@@ -34,6 +34,9 @@ name = "closed"
 executor = "constant-vus"
 vus = 3
 duration = "3s"
+# Uses Prometheus, so the report carries the server's series too.
+[expect.server]
+error_ratio_max = 1.0
 "#;
 
 async fn value(prometheus: &Prometheus, query: &str) -> f64 {
@@ -206,6 +209,21 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
         statuses,
         ["200", "404", "503", "dropped"].map(String::from).into()
     );
+    // Last (the series above go stale once loadgen has stopped): the
+    // server's side over time made it into the report and its page.
+    let server = &report["server"]["points"];
+    assert!(
+        server
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["rate"].as_f64() > Some(10.0)),
+        "{server}"
+    );
+    let html = dir.path().join("report.html");
+    std::fs::write(&html, loadgen::report::html::render(&report)).unwrap();
+    let rendered = crate::html::open_in_chromium(&html).await;
+    crate::html::assert_rendered(&rendered, 6, &["Server side (Prometheus): p99 latency"]);
 }
 
 #[tokio::test]

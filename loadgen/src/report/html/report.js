@@ -138,7 +138,8 @@
     ctx.restore();
   }
 
-  function chart(id, title, note, unit, series) {
+  function chart(id, title, note, unit, series, x) {
+    x = x || xs;
     var box = el("section", { "class": "chart", id: id }, [el("h3", { text: title })]);
     if (note) box.appendChild(el("p", { "class": "note", text: note }));
     charts.appendChild(box);
@@ -167,7 +168,7 @@
       ],
       hooks: { draw: [phaseLines] }
     };
-    new uPlot(opts, [xs].concat(present.map(function (s) { return s.data; })), box);
+    new uPlot(opts, [x].concat(present.map(function (s) { return s.data; })), box);
     box.setAttribute("data-chart", "drawn");
     rendered += 1;
   }
@@ -219,6 +220,21 @@
     "open-loop arrivals not sent because max_in_flight requests were outstanding",
     "req/s", [{ label: "dropped", color: "#cf222e", data: perSecond("dropped") }]);
 
+  // The service's own view (Prometheus), for runs that had it.
+  var server = report.server;
+  if (server && server.points && server.points.length) {
+    var sx = server.points.map(function (p) { return p.t; });
+    var column = function (name) { return server.points.map(function (p) { return p[name]; }); };
+    var how = "job " + server.job + ", user routes, rate over " + server.window_seconds + " s (so it lags the client's per-second view)";
+    chart("chart-server-rate", "Server side (Prometheus): requests and 5xx per second", how, "req/s", [
+      { label: "server requests", color: "#0969da", data: column("rate") },
+      { label: "server 5xx", color: "#cf222e", data: column("errors_5xx") }
+    ], sx);
+    chart("chart-server-p99", "Server side (Prometheus): p99 latency", how, "ms", [
+      { label: "server p99", color: "#cf222e", data: column("p99_ms") }
+    ], sx);
+  }
+
   // ---- tables ---------------------------------------------------------------
   function statusText(op) {
     var parts = Object.keys(op.statuses || {}).map(function (k) { return k + "×" + op.statuses[k]; });
@@ -261,10 +277,10 @@
   }
   root.appendChild(el("h2", { text: "Checks" }));
   root.appendChild(checks.length ? checkTable(checks) : el("p", { text: "no checks in this scenario" }));
-  var server = checks.filter(function (c) { return !/^client /.test(c.name); });
-  if (server.length) {
+  var serverChecks = checks.filter(function (c) { return !/^client /.test(c.name); });
+  if (serverChecks.length) {
     root.appendChild(el("h2", { text: "Server side (Prometheus and the service's /metrics)" }));
-    root.appendChild(checkTable(server));
+    root.appendChild(checkTable(serverChecks));
   }
   root.appendChild(el("footer", { text: "loadgen JSON report schema version " + report.schema_version +
     " · charts: uPlot (MIT) · purple dashed lines mark phase starts" }));
