@@ -12,10 +12,11 @@ use super::Telemetry;
 
 /// The port could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot serve loadgen metrics on {addr}: {source}{hint}")]
+#[error("cannot serve loadgen metrics on {addr}: {error}{hint}")]
 pub struct BindError {
     addr: SocketAddr,
-    source: io::Error,
+    /// Not `source`: the message already says it, once.
+    error: io::Error,
     hint: &'static str,
 }
 
@@ -30,18 +31,18 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `addr` and serves `telemetry` until dropped.
     pub async fn start(telemetry: Telemetry, addr: SocketAddr) -> Result<Self, BindError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| BindError {
+        let listener = TcpListener::bind(addr).await.map_err(|error| BindError {
             addr,
-            hint: if source.kind() == io::ErrorKind::AddrInUse {
+            hint: if error.kind() == io::ErrorKind::AddrInUse {
                 " (another loadgen run? pass --metrics-listen with a free address, or --metrics-listen off)"
             } else {
                 ""
             },
-            source,
+            error,
         })?;
-        let addr = listener.local_addr().map_err(|source| BindError {
+        let addr = listener.local_addr().map_err(|error| BindError {
             addr,
-            source,
+            error,
             hint: "",
         })?;
         let stop = CancellationToken::new();

@@ -249,5 +249,6 @@ async fn a_busy_metrics_port_is_exit_2_before_any_request() {
             && err.contains("--metrics-listen off"),
         "{err}"
     );
+    assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
     assert!(out.is_empty(), "{out}");
 }
