@@ -497,5 +497,8 @@ pub async fn run(
             }
         }
     }
+    // The last samples may follow their phase's end event: one more tick
+    // publishes them to loadgen's metrics before the final scrape.
+    aggregator.tick();
     aggregator
 }

@@ -9,7 +9,10 @@
 //! every sample: workers never touch these metrics, so the hot path gains
 //! no shared state beyond the relaxed counters of
 //! [`crate::engine::live::PhaseLive`]. [`Recorder`] keeps pre-resolved
-//! handles so a sample costs a few atomic adds, no label hashing.
+//! *local* (unsynchronised) counters and histograms, so a sample costs no
+//! label hashing and no atomic operation; they are flushed into the
+//! registry on every aggregator tick (250 ms) and when a phase ends, before
+//! the final scrape.
 //!
 //! Cardinality is bounded by the scenario: phases × operations ×
 //! statuses (HTTP codes the target produced, `timeout`, `io`, `dropped`),
@@ -28,8 +31,9 @@ use std::{
 };
 
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    local::{LocalHistogram, LocalIntCounter},
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 use crate::{
@@ -257,7 +261,7 @@ impl Telemetry {
                         let labels = [common[0], common[1], common[2], op.name()];
                         (plan.mix[op.index()] > 0).then(|| OpMetrics {
                             labels: labels.map(str::to_owned),
-                            duration: self.duration.with_label_values(&labels),
+                            duration: self.duration.with_label_values(&labels).local(),
                             statuses: Vec::new(),
                         })
                     })
@@ -316,10 +320,19 @@ impl Status {
 struct OpMetrics {
     /// run_id, scenario, phase, operation.
     labels: [String; 4],
-    duration: Histogram,
+    duration: LocalHistogram,
     /// Few entries (the statuses this operation met): a linear scan beats
     /// hashing.
-    statuses: Vec<(Status, IntCounter)>,
+    statuses: Vec<(Status, LocalIntCounter)>,
+}
+
+impl OpMetrics {
+    fn flush(&self) {
+        self.duration.flush();
+        for (_, counter) in &self.statuses {
+            counter.flush();
+        }
+    }
 }
 
 struct PhaseMetrics {
@@ -359,6 +372,7 @@ impl Recorder {
                 self.count(*phase, *op, Status::Dropped);
             }
             Event::PhaseEnded { phase, .. } => {
+                self.flush();
                 self.refresh(*phase);
                 let metrics = &mut self.phases[*phase];
                 metrics.active.set(0);
@@ -387,21 +401,31 @@ impl Recorder {
             Some((_, counter)) => counter.inc(),
             None => {
                 let [run_id, scenario, phase, operation] = &op.labels;
-                let counter = requests.with_label_values(&[
-                    run_id.as_str(),
-                    scenario,
-                    phase,
-                    operation,
-                    &status.label(),
-                ]);
+                let counter = requests
+                    .with_label_values(&[
+                        run_id.as_str(),
+                        scenario,
+                        phase,
+                        operation,
+                        &status.label(),
+                    ])
+                    .local();
                 counter.inc();
                 op.statuses.push((status, counter));
             }
         }
     }
 
-    /// Periodic update of the gauges of the running phases.
+    /// Publishes the local counts to the registry (what a scrape sees).
+    fn flush(&self) {
+        for op in self.phases.iter().flat_map(|phase| phase.ops.iter().flatten()) {
+            op.flush();
+        }
+    }
+
+    /// Periodic flush, and update of the gauges of the running phases.
     pub fn tick(&mut self) {
+        self.flush();
         for phase in 0..self.phases.len() {
             if self.phases[phase].live.is_some() {
                 self.refresh(phase);
