@@ -47,7 +47,10 @@ pub async fn fetch(
         .find(|target| target.job() == JOB)
         .and_then(|target| parse_prom_duration(&target.scrape_interval))
         .unwrap_or(Duration::from_secs(5));
-    let (start, end) = (unix_seconds(started), unix_seconds(ended));
+    // One scrape interval past the end: the run waited for that scrape,
+    // and without it the last seconds (often a burst) would be missing.
+    let start = unix_seconds(started);
+    let end = (unix_seconds(ended) + interval.as_secs_f64()).min(unix_seconds(SystemTime::now()));
     let window = (interval.as_secs_f64() * 4.0).max(1.0);
     let step = ((end - start) / MAX_POINTS).max(1.0);
     let selector = format!("job=\"{JOB}\",{USER_ROUTES}");
