@@ -418,7 +418,11 @@ impl Recorder {
 
     /// Publishes the local counts to the registry (what a scrape sees).
     fn flush(&self) {
-        for op in self.phases.iter().flat_map(|phase| phase.ops.iter().flatten()) {
+        for op in self
+            .phases
+            .iter()
+            .flat_map(|phase| phase.ops.iter().flatten())
+        {
             op.flush();
         }
     }
