@@ -51,6 +51,7 @@ pub struct WatchArgs {
         long,
         env = "LOADGEN_METRICS_LISTEN",
         default_value = crate::telemetry::DEFAULT_LISTEN,
+        value_name = "ADDR|off",
         value_parser = crate::telemetry::parse_listen,
     )]
     pub metrics_listen: crate::telemetry::Listen,
