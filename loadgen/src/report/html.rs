@@ -84,11 +84,12 @@ pub fn render(report: &Value) -> String {
         "loadgen report: {}",
         report["scenario"].as_str().unwrap_or("?")
     );
-    // Inside <script>, only `</` could end the element early; `<\/` is
-    // the same JSON string.
+    // Inside <script>, `</script` ends the element and `<!--` changes how
+    // the rest is parsed: no `<` at all. It only occurs inside JSON
+    // strings, where `\u003c` is the same character.
     let data = serde_json::to_string(report)
         .expect("a JSON value serialises")
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
     TEMPLATE
         .replace("{{title}}", &escape_html(&title))
         .replace("{{uplot_css}}", UPLOT_CSS)
@@ -115,4 +116,45 @@ pub fn render_file(json: &Path, html: &Path) -> anyhow::Result<()> {
     })?;
     validate(&report, &shown)?;
     write(&report, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_text_cannot_end_the_data_element() {
+        let report = serde_json::json!({
+            "schema_version": 2,
+            "scenario": "<b>x</b>",
+            "description": "</script><script>alert(1)</script><!--",
+        });
+        let page = render(&report);
+        // Only the template's own four scripts close.
+        assert_eq!(page.matches("</script>").count(), 4);
+        assert!(page.contains("<title>loadgen report: &lt;b&gt;x&lt;/b&gt;</title>"));
+        assert!(page.contains(
+            r#""description":"\u003c/script>\u003cscript>alert(1)\u003c/script>\u003c!--""#
+        ));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let report: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/reports/v1.json")).unwrap();
+        assert!(validate(&report, "v1.json").is_ok());
+        let mut newer = report.clone();
+        newer["schema_version"] = Value::from(SCHEMA_VERSION + 1);
+        assert!(matches!(
+            validate(&newer, "n.json"),
+            Err(ReportError::TooNew { .. })
+        ));
+        let mut broken = report;
+        broken["summary"]["series"] = Value::from("nope");
+        let error = validate(&broken, "b.json").unwrap_err().to_string();
+        assert!(
+            error.starts_with("b.json is not a loadgen JSON report: "),
+            "{error}"
+        );
+    }
 }
