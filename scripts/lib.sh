@@ -13,6 +13,12 @@ STACK_PACKAGES=(
   "prometheus-redis-exporter:prometheus-redis-exporter"
 )
 
+# What scripts/test needs beyond the stack: the HTML report is checked in
+# headless Chromium (loadgen/tests/it/html.rs).
+TEST_PACKAGES=(
+  "chromium:chromium"
+)
+
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -44,3 +50,4 @@ ensure_packages() {
 }
 
 ensure_stack_packages() { ensure_packages "${STACK_PACKAGES[@]}"; }
+ensure_test_packages() { ensure_packages "${STACK_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }

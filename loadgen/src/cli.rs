@@ -8,6 +8,8 @@ const EXAMPLES: &str = "\
 Examples:
   loadgen run scenarios/baseline.toml
   loadgen run scenarios/smoke.toml --target http://127.0.0.1:9000 --out report.json
+  loadgen run scenarios/baseline.toml --html report.html --metrics-listen off
+  loadgen report report.json --html report.html
   loadgen check scenarios/*.toml
   loadgen verify-alerts --prometheus http://127.0.0.1:9090
   loadgen verify-dashboard grafana/dashboards/items-service.json
@@ -41,6 +43,24 @@ pub struct PrometheusArgs {
     pub prometheus: String,
 }
 
+/// Watching a run (SPEC §10): loadgen's own metrics and the HTML report.
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    /// Serve loadgen's own Prometheus metrics on this IP:PORT during the
+    /// run (`off` disables).
+    #[arg(
+        long,
+        env = "LOADGEN_METRICS_LISTEN",
+        default_value = crate::telemetry::DEFAULT_LISTEN,
+        value_name = "ADDR|off",
+        value_parser = crate::telemetry::parse_listen,
+    )]
+    pub metrics_listen: crate::telemetry::Listen,
+    /// Also write the report as a self-contained HTML page with charts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a scenario, then evaluate its expectations.
@@ -60,6 +80,16 @@ pub enum Command {
         /// No progress and no per-operation tables; checks and verdict only.
         #[arg(long, short)]
         quiet: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
+    },
+    /// Render a JSON report (from `run --out`) as a self-contained HTML page.
+    Report {
+        /// JSON report written by `loadgen run --out`.
+        report: PathBuf,
+        /// HTML file to write.
+        #[arg(long, required = true)]
+        html: PathBuf,
     },
     /// Validate scenario files without sending anything.
     Check {

@@ -11,7 +11,9 @@
 //! - [`verify`]: the Prometheus/Alertmanager client, reconciliation with the
 //!   service's counters, expectations, `verify-alerts`, `verify-dashboard`;
 //! - [`report`]: the summary model and its renderings (terminal tables,
-//!   JSON);
+//!   JSON, the self-contained HTML page);
+//! - [`telemetry`]: loadgen's own Prometheus metrics, fed by the
+//!   aggregator and served during a run;
 //! - [`runner`] ties them together for `loadgen run`; [`cli`] is the
 //!   command line and [`duration`] the one duration syntax everywhere.
 //!
@@ -24,6 +26,7 @@ pub mod engine;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod telemetry;
 pub mod verify;
 
 use std::io::Write;
@@ -86,6 +89,7 @@ async fn dispatch(
             seed,
             out: report,
             quiet,
+            watch,
         } => {
             let plan = scenario::load(&scenario)?;
             let options = runner::RunOptions {
@@ -94,6 +98,8 @@ async fn dispatch(
                 seed,
                 out: report,
                 quiet,
+                metrics_listen: watch.metrics_listen.0,
+                html: watch.html,
             };
             let mut verifier = verify::server::ServerVerifier::new(
                 &options.target,
@@ -102,6 +108,11 @@ async fn dispatch(
             );
             let result = runner::run(plan, &options, &mut verifier, cancel, out).await?;
             Ok(result.exit)
+        }
+        Command::Report { report, html } => {
+            report::html::render_file(&report, &html)?;
+            writeln!(out, "wrote {}", html.display())?;
+            Ok(Exit::Pass)
         }
         Command::Check { scenarios } => {
             let mut failed = Vec::new();

@@ -4,6 +4,7 @@
 
 use std::{
     io::Write,
+    net::SocketAddr,
     path::PathBuf,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
@@ -22,18 +23,24 @@ use crate::{
     engine::request::RequestGen,
     report::{self, Report, Summary},
     scenario::plan::{Executor, OpKind, Plan},
+    telemetry::{self, scrape, RunLabels},
     verify::check::{self, Check},
+    verify::prometheus::{unix_seconds, Prometheus},
     Exit,
 };
 
 /// Options of `loadgen run` beyond the scenario.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub target: String,
     pub prometheus: String,
     pub seed: Option<u64>,
     pub out: Option<PathBuf>,
     pub quiet: bool,
+    /// Serve loadgen's own metrics there during the run (`None`: off).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also write the report as HTML.
+    pub html: Option<PathBuf>,
 }
 
 /// Everything a finished (or interrupted) run produced.
@@ -111,6 +118,18 @@ pub async fn run(
     if let Some(seed) = options.seed {
         plan.seed = seed;
     }
+    let run_id = telemetry::run_id(SystemTime::now());
+    // Bound first: a busy port fails the run before anything is sent.
+    let metrics = telemetry::serve(
+        options.metrics_listen,
+        RunLabels {
+            run_id: run_id.clone(),
+            scenario: plan.name.clone(),
+            seed: plan.seed,
+            target: options.target.trim_end_matches('/').to_owned(),
+        },
+    )
+    .await?;
     let target = Arc::new(Target::resolve(&options.target).await?);
     client::preflight(&target).await?;
     verifier.preflight().await?;
@@ -131,8 +150,9 @@ pub async fn run(
 
     let (events, receiver) = mpsc::channel(64 * 1024);
     let names = plan.phases.iter().map(|phase| phase.name.clone()).collect();
+    let recorder = metrics.as_ref().map(|m| m.telemetry().recorder(&plan));
     let aggregator_task = tokio::spawn(aggregate::run(
-        Aggregator::new(&plan, progress),
+        Aggregator::new(&plan, progress).with_telemetry(recorder),
         receiver,
         names,
         cancel.clone(),
@@ -151,12 +171,14 @@ pub async fn run(
             timeout: plan.request_timeout,
             events: events.clone(),
             cancel: cancel.clone(),
+            live: Arc::default(),
         })
         .await;
     }
     drop(events);
     let ended = SystemTime::now();
     let mut aggregator = aggregator_task.await.context("aggregator task")?;
+    let metrics_final_at = unix_seconds(SystemTime::now());
     let fatal = aggregator.fatal();
     let interrupted = cancel.is_cancelled() && fatal.is_none();
 
@@ -171,6 +193,15 @@ pub async fn run(
         );
     }
 
+    let mut notes = verifier.notes();
+    if let (Some(metrics), false) = (&metrics, interrupted) {
+        let prometheus = Prometheus::new(&options.prometheus);
+        let scraped =
+            scrape::wait_for_final_scrape(&prometheus, metrics.addr(), metrics_final_at, &cancel)
+                .await;
+        notes.extend(scraped.warning());
+    }
+
     writeln!(
         out,
         "scenario {} (seed {}) against {}",
@@ -180,7 +211,7 @@ pub async fn run(
         report::write_summary(out, &summary)?;
     }
     report::write_checks(out, &checks)?;
-    for note in verifier.notes() {
+    for note in notes {
         writeln!(out, "{note}")?;
     }
     let passed = checks.iter().all(|check| check.passed);
@@ -211,9 +242,19 @@ pub async fn run(
         )?;
         Exit::CheckFailed
     };
-    if let Some(path) = &options.out {
+    if options.out.is_some() || options.html.is_some() {
+        let server = if plan.expect.needs_prometheus() && !interrupted && exit != Exit::Error {
+            let prometheus = Prometheus::new(&options.prometheus);
+            report::server::fetch(&prometheus, started, ended)
+                .await
+                .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))
+                .ok()
+        } else {
+            None
+        };
         let report = Report {
             schema_version: report::SCHEMA_VERSION,
+            run_id: &run_id,
             scenario: &plan.name,
             description: &plan.description,
             seed: plan.seed,
@@ -223,10 +264,9 @@ pub async fn run(
             summary: &summary,
             checks: &checks,
             passed: exit == Exit::Pass,
+            server: server.as_ref(),
         };
-        let json = serde_json::to_vec_pretty(&report)?;
-        std::fs::write(path, json)
-            .with_context(|| format!("writing the report to {}", path.display()))?;
+        report::write_files(&report, options.out.as_deref(), options.html.as_deref())?;
     }
     Ok(RunResult {
         summary,

@@ -17,6 +17,7 @@ use crate::{
     engine::sample::{Event, Sample},
     report::{OpSummary, Percentiles, PhaseSummary, SeriesPoint, Summary},
     scenario::plan::{OpKind, Plan},
+    telemetry::Recorder,
 };
 
 /// Longest series kept; beyond it, neighbouring points are merged.
@@ -81,7 +82,63 @@ struct PhaseStats {
 struct Bucket {
     requests: u64,
     errors: u64,
+    /// Open-loop arrivals due in this second (sent or dropped).
+    offered: u64,
+    dropped: u64,
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: BTreeMap<&'static str, u64>,
     latency: Histogram<u64>,
+    service: Histogram<u64>,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            offered: 0,
+            dropped: 0,
+            statuses: BTreeMap::new(),
+            transport_errors: BTreeMap::new(),
+            latency: histogram(),
+            service: histogram(),
+        }
+    }
+
+    /// The finished point; the bucket is emptied for the next second
+    /// (histograms reset in place, not reallocated).
+    fn close(&mut self, t: u64, seconds: u64) -> SeriesPoint {
+        let latency = percentiles(&self.latency);
+        let service = percentiles(&self.service);
+        let mut statuses: BTreeMap<String, u64> = std::mem::take(&mut self.statuses)
+            .into_iter()
+            .map(|(code, n)| (code.to_string(), n))
+            .collect();
+        statuses.extend(
+            std::mem::take(&mut self.transport_errors)
+                .into_iter()
+                .map(|(kind, n)| (kind.to_owned(), n)),
+        );
+        let point = SeriesPoint {
+            t,
+            seconds,
+            requests: self.requests,
+            errors: self.errors,
+            offered: self.offered,
+            dropped: self.dropped,
+            p50_ms: latency.p50_ms,
+            p90_ms: latency.p90_ms,
+            p99_ms: latency.p99_ms,
+            service_p50_ms: service.p50_ms,
+            service_p90_ms: service.p90_ms,
+            service_p99_ms: service.p99_ms,
+            statuses,
+        };
+        (self.requests, self.errors, self.offered, self.dropped) = (0, 0, 0, 0);
+        self.latency.reset();
+        self.service.reset();
+        point
+    }
 }
 
 pub struct Aggregator {
@@ -101,6 +158,8 @@ pub struct Aggregator {
     /// Connect failures since the last response, and when they began.
     connect_failures_in_a_row: u64,
     failing_since: Option<Instant>,
+    /// loadgen's own metrics, when they are served.
+    telemetry: Option<Recorder>,
 }
 
 /// A target that refuses every connection for this long ends the run.
@@ -129,11 +188,7 @@ impl Aggregator {
             send_lag: histogram(),
             series: Vec::new(),
             series_step: 1,
-            current: Bucket {
-                requests: 0,
-                errors: 0,
-                latency: histogram(),
-            },
+            current: Bucket::new(),
             current_index: 0,
             current_phase: None,
             progress,
@@ -144,12 +199,22 @@ impl Aggregator {
                 .collect(),
             connect_failures_in_a_row: 0,
             failing_since: None,
+            telemetry: None,
         }
     }
 
+    /// Also feeds loadgen's own metrics from every event.
+    pub fn with_telemetry(mut self, recorder: Option<Recorder>) -> Self {
+        self.telemetry = recorder;
+        self
+    }
+
     pub fn record(&mut self, event: Event, names: &[String]) {
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.observe(&event);
+        }
         match event {
-            Event::PhaseStarted { phase } => {
+            Event::PhaseStarted { phase, .. } => {
                 self.phases[phase].started = Some(Instant::now());
                 self.current_phase = Some(phase);
                 let total = self.phase_durations[phase];
@@ -158,7 +223,12 @@ impl Aggregator {
                 self.progress.update(total, 0.0, 0, Duration::ZERO);
             }
             Event::Sample(sample) => self.record_sample(&sample),
-            Event::Dropped { phase } => self.phases[phase].dropped += 1,
+            Event::Dropped { phase, .. } => {
+                self.roll_to(Instant::now());
+                self.phases[phase].dropped += 1;
+                self.current.dropped += 1;
+                self.current.offered += 1;
+            }
             Event::PhaseEnded { phase, scheduled } => {
                 let stats = &mut self.phases[phase];
                 stats.ended = Some(Instant::now());
@@ -180,11 +250,17 @@ impl Aggregator {
         match sample.outcome {
             Ok(status) => {
                 *op.statuses.entry(status).or_default() += 1;
+                *self.current.statuses.entry(status).or_default() += 1;
                 self.connect_failures_in_a_row = 0;
                 self.failing_since = None;
             }
             Err(kind) => {
                 *op.transport_errors.entry(kind.name()).or_default() += 1;
+                *self
+                    .current
+                    .transport_errors
+                    .entry(kind.name())
+                    .or_default() += 1;
                 if kind == crate::engine::client::TransportError::Connect {
                     self.connect_failures_in_a_row += 1;
                     self.failing_since.get_or_insert_with(Instant::now);
@@ -196,6 +272,8 @@ impl Aggregator {
         let _ = self.all_service.record(micros(sample.service_time));
         if let Some(lag) = sample.send_lag {
             let _ = self.send_lag.record(micros(lag));
+            // Open loop: the arrival counts as offered when it was due.
+            self.add_offered(Instant::now().checked_sub(sample.latency));
         }
         let phase = &mut self.phases[sample.phase];
         phase.completed += 1;
@@ -204,29 +282,35 @@ impl Aggregator {
         self.current.requests += 1;
         self.current.errors += u64::from(error);
         let _ = self.current.latency.record(latency);
+        let _ = self.current.service.record(micros(sample.service_time));
+    }
+
+    /// Counts one open-loop arrival in the second it was due: usually a
+    /// point already closed (the response came later), found by index.
+    fn add_offered(&mut self, due: Option<Instant>) {
+        let at = due.map_or(0, |due| {
+            due.saturating_duration_since(self.started).as_secs()
+        });
+        let index = at / self.series_step;
+        if index >= self.current_index {
+            self.current.offered += 1;
+        } else if let Some(point) = self
+            .series
+            .get_mut(index as usize)
+            .filter(|point| point.t <= at && at < point.t + point.seconds)
+        {
+            point.offered += 1;
+        }
     }
 
     /// Closes every series bucket that ended before `now`.
     fn roll_to(&mut self, now: Instant) {
         let index = now.duration_since(self.started).as_secs() / self.series_step;
         while self.current_index < index {
-            let bucket = std::mem::replace(
-                &mut self.current,
-                Bucket {
-                    requests: 0,
-                    errors: 0,
-                    latency: histogram(),
-                },
-            );
-            let p = percentiles(&bucket.latency);
-            self.series.push(SeriesPoint {
-                t: self.current_index * self.series_step,
-                seconds: self.series_step,
-                requests: bucket.requests,
-                errors: bucket.errors,
-                p50_ms: p.p50_ms,
-                p99_ms: p.p99_ms,
-            });
+            let point = self
+                .current
+                .close(self.current_index * self.series_step, self.series_step);
+            self.series.push(point);
             self.current_index += 1;
             if self.series.len() >= MAX_SERIES_POINTS {
                 self.decimate();
@@ -235,27 +319,19 @@ impl Aggregator {
         }
     }
 
-    /// Halves the series: neighbours merge, p99 keeps the worse of the two
-    /// (percentiles cannot be merged exactly; the conservative choice).
+    /// Halves the series: neighbours merge, percentiles keep the worse of
+    /// the two (they cannot be merged exactly; the conservative choice).
     fn decimate(&mut self) {
-        self.series = self
-            .series
-            .chunks(2)
-            .map(|pair| SeriesPoint {
-                t: pair[0].t,
-                seconds: pair.iter().map(|p| p.seconds).sum(),
-                requests: pair.iter().map(|p| p.requests).sum(),
-                errors: pair.iter().map(|p| p.errors).sum(),
-                p50_ms: pair.iter().map(|p| p.p50_ms).fold(0.0, f64::max),
-                p99_ms: pair.iter().map(|p| p.p99_ms).fold(0.0, f64::max),
-            })
-            .collect();
+        self.series = self.series.chunks(2).map(SeriesPoint::merge).collect();
         self.series_step *= 2;
     }
 
     /// Periodic update of the progress display.
     pub fn tick(&mut self) {
         self.roll_to(Instant::now());
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.tick();
+        }
         let Some(phase) = self.current_phase else {
             return;
         };
@@ -372,6 +448,9 @@ impl Aggregator {
                 };
                 PhaseSummary {
                     name: phase.name.clone(),
+                    offset_seconds: stats
+                        .started
+                        .map(|start| start.duration_since(self.started).as_secs_f64()),
                     executor: phase.executor.name().to_owned(),
                     planned_seconds: phase.executor.duration().as_secs_f64(),
                     seconds: ran,
@@ -436,5 +515,8 @@ pub async fn run(
             }
         }
     }
+    // The last samples may follow their phase's end event: one more tick
+    // publishes them to loadgen's metrics before the final scrape.
+    aggregator.tick();
     aggregator
 }

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod client;
 pub mod executor;
 pub mod keyspace;
+pub mod live;
 pub mod preload;
 pub mod progress;
 pub mod request;

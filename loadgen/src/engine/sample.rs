@@ -1,9 +1,9 @@
 //! What executors send to the aggregator: one event per completed or
 //! dropped request, plus phase boundaries.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use crate::{engine::client::TransportError, scenario::plan::OpKind};
+use crate::{engine::client::TransportError, engine::live::PhaseLive, scenario::plan::OpKind};
 
 /// One finished request.
 #[derive(Debug, Clone)]
@@ -32,11 +32,14 @@ impl Sample {
 pub enum Event {
     PhaseStarted {
         phase: usize,
+        /// The executor's live counters for this phase (telemetry).
+        live: Arc<PhaseLive>,
     },
     Sample(Sample),
     /// An open-loop request that could not start on time (in-flight cap).
     Dropped {
         phase: usize,
+        op: OpKind,
     },
     /// `scheduled` is the number of requests the open-loop timeline planned.
     PhaseEnded {

@@ -1,6 +1,10 @@
 //! The run's results: the summary model (also the JSON report, see
 //! `report.schema.json`), and the human tables. Renderers write to
-//! `impl Write` so tests can compare output as a whole.
+//! `impl Write` so tests can compare output as a whole; [`html`] renders
+//! a JSON report as one self-contained page with charts.
+
+pub mod html;
+pub mod server;
 
 use std::{collections::BTreeMap, io::Write};
 
@@ -10,7 +14,10 @@ use serde::Serialize;
 use crate::verify::check::Check;
 
 /// Version of the JSON report layout; bump on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `run_id`; per-second offered, dropped, p90, service time and
+/// statuses; phase start offsets; the server's series from Prometheus
+/// (what the HTML report charts).
+pub const SCHEMA_VERSION: u32 = 2;
 /// The JSON Schema of the report, kept in the repository.
 pub const SCHEMA: &str = include_str!("../../report.schema.json");
 
@@ -39,6 +46,9 @@ pub struct OpSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseSummary {
     pub name: String,
+    /// When the phase started, in seconds since the run started (the
+    /// origin of the series' `t`); `None` when it never started.
+    pub offset_seconds: Option<f64>,
     pub executor: String,
     pub planned_seconds: f64,
     pub seconds: f64,
@@ -57,10 +67,50 @@ pub struct SeriesPoint {
     pub t: u64,
     /// Width of this point in seconds (1 unless the series was decimated).
     pub seconds: u64,
+    /// Requests that finished in this second.
     pub requests: u64,
     pub errors: u64,
+    /// Open-loop arrivals due in this second (sent or dropped).
+    pub offered: u64,
+    pub dropped: u64,
+    /// Latency of the requests that finished (from the scheduled time in
+    /// open loop), and their service time (from the actual send).
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p99_ms: f64,
+    pub service_p50_ms: f64,
+    pub service_p90_ms: f64,
+    pub service_p99_ms: f64,
+    /// Finished requests by HTTP status or transport error.
+    pub statuses: BTreeMap<String, u64>,
+}
+
+impl SeriesPoint {
+    /// One point out of neighbours (decimation): counts add up,
+    /// percentiles keep the worst (they cannot be merged exactly).
+    pub fn merge(points: &[SeriesPoint]) -> SeriesPoint {
+        let sum = |f: fn(&SeriesPoint) -> u64| points.iter().map(f).sum();
+        let worst = |f: fn(&SeriesPoint) -> f64| points.iter().map(f).fold(0.0, f64::max);
+        let mut statuses = BTreeMap::new();
+        for (status, n) in points.iter().flat_map(|p| &p.statuses) {
+            *statuses.entry(status.clone()).or_default() += n;
+        }
+        SeriesPoint {
+            t: points.first().map_or(0, |p| p.t),
+            seconds: sum(|p| p.seconds),
+            requests: sum(|p| p.requests),
+            errors: sum(|p| p.errors),
+            offered: sum(|p| p.offered),
+            dropped: sum(|p| p.dropped),
+            p50_ms: worst(|p| p.p50_ms),
+            p90_ms: worst(|p| p.p90_ms),
+            p99_ms: worst(|p| p.p99_ms),
+            service_p50_ms: worst(|p| p.service_p50_ms),
+            service_p90_ms: worst(|p| p.service_p90_ms),
+            service_p99_ms: worst(|p| p.service_p99_ms),
+            statuses,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +135,8 @@ pub struct Summary {
 #[derive(Debug, Serialize)]
 pub struct Report<'a> {
     pub schema_version: u32,
+    /// Also the `run_id` label of loadgen's own metrics.
+    pub run_id: &'a str,
     pub scenario: &'a str,
     pub description: &'a str,
     pub seed: u64,
@@ -94,6 +146,28 @@ pub struct Report<'a> {
     pub summary: &'a Summary,
     pub checks: &'a [Check],
     pub passed: bool,
+    /// The service's side over time, from Prometheus (runs that used it).
+    pub server: Option<&'a server::ServerSeries>,
+}
+
+/// Writes the report as JSON and/or HTML.
+pub fn write_files(
+    report: &Report,
+    json: Option<&std::path::Path>,
+    html: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = serde_json::to_vec_pretty(report)?;
+    if let Some(path) = json {
+        std::fs::write(path, &text)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    if let Some(path) = html {
+        // From the JSON text, as `loadgen report` reads it: the same page
+        // byte for byte (numbers parse back identically).
+        html::write(&serde_json::from_slice(&text)?, path)?;
+    }
+    Ok(())
 }
 
 fn ms(value: f64) -> String {

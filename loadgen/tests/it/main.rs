@@ -3,8 +3,10 @@
 
 mod common;
 mod exit_codes;
+mod html;
 mod run;
 mod scenarios;
 mod stack_files;
+mod telemetry;
 mod verdicts;
 mod verify;

@@ -13,7 +13,7 @@ use loadgen::{
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{loadgen, scenario, Service};
+use crate::common::{run_with_report, Service};
 
 const FIXED: &str = r#"
 seed = 5
@@ -41,6 +41,7 @@ async fn run_plan(text: &str, target: &str) -> (runner::RunResult, String) {
         seed: None,
         out: None,
         quiet: false,
+        ..RunOptions::default()
     };
     let mut verifier = ServerVerifier::new(target, &options.prometheus, plan.expect.clone());
     let mut out = Vec::new();
@@ -246,20 +247,8 @@ async fn reconciliation_catches_a_request_behind_loadgens_back() {
 async fn the_json_report_matches_its_schema() {
     let service = Service::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = scenario(&dir, "report", FIXED);
-    let report = dir.path().join("report.json");
-    let (exit, out, err) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--out",
-        report.to_str().unwrap(),
-        "--quiet",
-    ])
-    .await;
-    assert_eq!(exit, Exit::Pass, "{out}{err}");
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let (exit, out, report) = run_with_report(&dir, &service, FIXED, &[]).await;
+    assert_eq!(exit, Exit::Pass, "{out}");
     let schema: Value = serde_json::from_str(loadgen::report::SCHEMA).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("valid schema");
     let errors: Vec<String> = validator
@@ -267,7 +256,7 @@ async fn the_json_report_matches_its_schema() {
         .map(|e| format!("{e} at {}", e.instance_path))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert_eq!(report["summary"]["requests"], 400);
     assert_eq!(report["passed"], true);
     // The schema is strict: a report with an unknown field does not validate.

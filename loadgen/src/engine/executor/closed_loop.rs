@@ -43,6 +43,7 @@ pub async fn run(
         }
         let target = profile.vus_at(now - start);
         wanted.store(target, Ordering::Relaxed);
+        ctx.live.set_vus(target);
         for index in 0..target as usize {
             if vus.len() <= index {
                 vus.push(None);
@@ -65,6 +66,7 @@ pub async fn run(
     for handle in vus.into_iter().flatten() {
         let _ = handle.await;
     }
+    ctx.live.set_vus(0);
 }
 
 async fn virtual_user(
@@ -79,6 +81,7 @@ async fn virtual_user(
     while Instant::now() < end && (index as u32) < wanted.load(Ordering::Relaxed) {
         let planned = ctx.requests.next(&mut rng);
         let sent = Instant::now();
+        ctx.live.sent_one();
         let outcome = tokio::select! {
             outcome = send_with(&mut connection, &ctx.target, &planned, ctx.timeout) => outcome,
             () = ctx.cancel.cancelled() => return,

@@ -24,6 +24,7 @@ pub use ramping_arrival_rate::RampingArrivalRate;
 
 use crate::{
     engine::client::Target,
+    engine::live::PhaseLive,
     engine::request::RequestGen,
     engine::sample::Event,
     scenario::plan::{Executor, Phase},
@@ -40,6 +41,8 @@ pub struct PhaseContext {
     pub timeout: Duration,
     pub events: mpsc::Sender<Event>,
     pub cancel: CancellationToken,
+    /// Counters for loadgen's own metrics; a fresh one per phase.
+    pub live: Arc<PhaseLive>,
 }
 
 /// A deterministic RNG for one stream (the open-loop scheduler, or one VU)
@@ -58,7 +61,10 @@ pub fn stream_rng(seed: u64, phase: usize, stream: u64) -> StdRng {
 pub async fn run_phase(ctx: PhaseContext) {
     let _ = ctx
         .events
-        .send(Event::PhaseStarted { phase: ctx.index })
+        .send(Event::PhaseStarted {
+            phase: ctx.index,
+            live: Arc::clone(&ctx.live),
+        })
         .await;
     let scheduled = match ctx.phase.executor.clone() {
         Executor::ConstantArrivalRate { rate, duration } => {

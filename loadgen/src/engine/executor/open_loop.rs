@@ -60,10 +60,16 @@ pub async fn run(ctx: &PhaseContext, timeline: impl Timeline) -> u64 {
             break;
         }
         scheduled += 1;
+        ctx.live.scheduled_one();
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            let _ = ctx.events.send(Event::Dropped { phase: ctx.index }).await;
+            let dropped = Event::Dropped {
+                phase: ctx.index,
+                op: planned.op,
+            };
+            let _ = ctx.events.send(dropped).await;
             continue;
         };
+        ctx.live.sent_one();
         let (pool, target, events, cancel) = (
             Arc::clone(&pool),
             Arc::clone(&ctx.target),

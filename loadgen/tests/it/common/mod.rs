@@ -52,9 +52,14 @@ pub fn scenario(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
 }
 
 /// Runs loadgen in-process; returns the exit code, stdout and stderr.
+/// `run` serves no metrics unless the test passes `--metrics-listen`
+/// (never the default port 9465, which a real run may hold).
 pub async fn loadgen(args: &[&str]) -> (Exit, String, String) {
     let mut argv = vec!["loadgen"];
     argv.extend_from_slice(args);
+    if args.first() == Some(&"run") && !args.contains(&"--metrics-listen") {
+        argv.extend(["--metrics-listen", "off"]);
+    }
     let cli = Cli::try_parse_from(argv).expect("valid arguments");
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = loadgen::main_with(cli.command, CancellationToken::new(), &mut out, &mut err).await;
@@ -65,13 +70,43 @@ pub async fn loadgen(args: &[&str]) -> (Exit, String, String) {
     )
 }
 
+/// `loadgen run` of scenario `text` against `service` with `--out` into
+/// `dir` (and `--quiet`) plus `args`: the exit, stdout + stderr, and the
+/// JSON report.
+pub async fn run_with_report(
+    dir: &tempfile::TempDir,
+    service: &Service,
+    text: &str,
+    args: &[&str],
+) -> (Exit, String, serde_json::Value) {
+    let path = scenario(dir, "scenario", text);
+    let report = dir.path().join("report.json");
+    let url = service.url();
+    let mut argv = vec![
+        "run",
+        path.to_str().unwrap(),
+        "--target",
+        &url,
+        "--out",
+        report.to_str().unwrap(),
+        "--quiet",
+    ];
+    argv.extend_from_slice(args);
+    let (exit, out, err) = loadgen(&argv).await;
+    let report = std::fs::read(&report)
+        .map(|bytes| serde_json::from_slice(&bytes).expect("a JSON report"))
+        .unwrap_or(serde_json::Value::Null);
+    (exit, format!("{out}{err}"), report)
+}
+
 /// The real loadgen binary.
 pub fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_loadgen"));
     command
         .current_dir(repo())
         .env_remove("LOADGEN_TARGET")
-        .env_remove("LOADGEN_PROMETHEUS");
+        .env_remove("LOADGEN_PROMETHEUS")
+        .env("LOADGEN_METRICS_LISTEN", "off");
     command
 }
 
@@ -129,6 +164,19 @@ pub struct Monitoring {
 
 impl Monitoring {
     pub async fn start(service: &Service, edit_rules: impl Fn(String) -> String) -> Self {
+        Self::start_with(service, edit_rules, None).await
+    }
+
+    /// Also scrapes loadgen's own metrics at `loadgen` (job `loadgen`).
+    pub async fn scraping_loadgen(service: &Service, loadgen: &str) -> Self {
+        Self::start_with(service, |rules| rules, Some(loadgen)).await
+    }
+
+    async fn start_with(
+        service: &Service,
+        edit_rules: impl Fn(String) -> String,
+        loadgen: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let rules = std::fs::read_to_string(repo().join("prometheus/rules/items-service.yml"))
             .expect("rules");
@@ -141,8 +189,11 @@ impl Monitoring {
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [{rules}]\n\
              alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]}}\n\
-             scrape_configs:\n  - job_name: items-service\n    static_configs: [{{targets: ['{service_addr}']}}]\n  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n",
-            rules = dir.path().join("rules.yml").display()
+             scrape_configs:\n  - job_name: items-service\n    static_configs: [{{targets: ['{service_addr}']}}]\n  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n{loadgen_job}",
+            rules = dir.path().join("rules.yml").display(),
+            loadgen_job = loadgen.map_or(String::new(), |addr| format!(
+                "  - job_name: loadgen\n    static_configs: [{{targets: ['{addr}']}}]\n"
+            )),
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let am_config = "route: {receiver: drop, group_wait: 1s, group_interval: 5s}\nreceivers: [{name: drop}]\n";
