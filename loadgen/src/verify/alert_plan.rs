@@ -76,6 +76,8 @@ pub struct AlertRule {
     /// Longest range selector the alert depends on (through recording rules).
     pub window: Duration,
     pub for_duration: Duration,
+    /// `keep_firing_for`: how long it stays firing once the condition clears.
+    pub keep_firing_for: Duration,
     pub eval_interval: Duration,
 }
 
@@ -146,6 +148,7 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
                 threshold_rate: threshold,
                 window,
                 for_duration: Duration::from_secs_f64(rule.duration),
+                keep_firing_for: Duration::from_secs_f64(rule.keep_firing_for),
                 eval_interval: Duration::from_secs_f64(group.interval),
             })
         })
@@ -166,9 +169,14 @@ pub fn fire_deadline(rule: &AlertRule, rate: f64, scrape: Duration) -> Duration 
 }
 
 /// How long an alert may take to resolve once errors stop: the window
-/// empties, plus evaluation, two scrapes and a margin.
+/// empties, `keep_firing_for` passes, plus evaluation, two scrapes and a
+/// margin.
 pub fn resolve_deadline(rule: &AlertRule, scrape: Duration) -> Duration {
-    rule.window + rule.eval_interval * 2 + scrape * 2 + Duration::from_secs(15)
+    rule.window
+        + rule.keep_firing_for
+        + rule.eval_interval * 2
+        + scrape * 2
+        + Duration::from_secs(15)
 }
 
 #[cfg(test)]
@@ -184,6 +192,7 @@ mod tests {
             health: "ok".into(),
             last_error: None,
             duration,
+            keep_firing_for: 0.0,
             labels: BTreeMap::new(),
         }
     }
@@ -242,6 +251,7 @@ mod tests {
             threshold_rate: 0.1,
             window: Duration::from_secs(60),
             for_duration: Duration::from_secs(60),
+            keep_firing_for: Duration::ZERO,
             eval_interval: Duration::from_secs(5),
         };
         // 0.3/s crosses 0.1/s after 20 s; + 60 s for + 10 s eval + 10 s scrape + 15 s.
@@ -252,6 +262,15 @@ mod tests {
         assert_eq!(
             resolve_deadline(&rule, Duration::from_secs(5)),
             Duration::from_secs(95)
+        );
+        // keep_firing_for (CriticalErrorRate) delays the resolution by as much.
+        let kept = AlertRule {
+            keep_firing_for: Duration::from_secs(60),
+            ..rule
+        };
+        assert_eq!(
+            resolve_deadline(&kept, Duration::from_secs(5)),
+            Duration::from_secs(155)
         );
     }
 }

@@ -116,6 +116,9 @@ pub struct Rule {
     /// Alerting rules: the `for` duration in seconds.
     #[serde(default)]
     pub duration: f64,
+    /// Alerting rules: `keep_firing_for` in seconds (0 when unset).
+    #[serde(rename = "keepFiringFor", default)]
+    pub keep_firing_for: f64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -464,10 +467,12 @@ mod tests {
 
     #[test]
     fn decodes_recorded_rules_and_alerts() {
-        let rules = r#"{"status":"success","data":{"groups":[{"name":"g","file":"f.yml","interval":5,"rules":[{"state":"firing","name":"HighErrorRate","query":"job:http_requests_5xx:rate1m > 0.1","duration":60,"labels":{"severity":"warning"},"annotations":{},"alerts":[],"health":"ok","evaluationTime":0.001,"lastEvaluation":"2026-11-24T20:00:00Z","type":"alerting"},{"name":"job:x:rate1m","query":"sum(rate(x[1m]))","health":"err","lastError":"boom","evaluationTime":0,"lastEvaluation":"2026-11-24T20:00:00Z","type":"recording"}]}]}}"#;
+        let rules = r#"{"status":"success","data":{"groups":[{"name":"g","file":"f.yml","interval":5,"rules":[{"state":"firing","name":"HighErrorRate","query":"job:http_requests_5xx:rate1m > 0.1","duration":60,"keepFiringFor":30,"labels":{"severity":"warning"},"annotations":{},"alerts":[],"health":"ok","evaluationTime":0.001,"lastEvaluation":"2026-11-24T20:00:00Z","type":"alerting"},{"name":"job:x:rate1m","query":"sum(rate(x[1m]))","health":"err","lastError":"boom","evaluationTime":0,"lastEvaluation":"2026-11-24T20:00:00Z","type":"recording"}]}]}}"#;
         let envelope: Envelope<RulesData> = serde_json::from_str(rules).unwrap();
         let group = &envelope.data.unwrap().groups[0];
         assert_eq!(group.rules[0].duration, 60.0);
+        assert_eq!(group.rules[0].keep_firing_for, 30.0);
+        assert_eq!(group.rules[1].keep_firing_for, 0.0);
         assert_eq!(group.rules[1].last_error.as_deref(), Some("boom"));
         let am = r#"[{"labels":{"alertname":"CriticalErrorRate"},"status":{"state":"active","inhibitedBy":[],"silencedBy":[]},"startsAt":"2026-11-24T20:00:00Z"}]"#;
         let alerts: Vec<AmAlert> = serde_json::from_str(am).unwrap();
