@@ -119,7 +119,7 @@ async fn verify_alerts_fails_the_quiet_step_when_404_counts_as_an_error() {
     let service = Service::start().await;
     // The original project's bug: 404 counted as an error.
     let monitoring = Monitoring::start(&service, |rules| {
-        rules.replace(r#"status_code=~"5..""#, r#"status_code=~"5..|404""#)
+        rules.replace(r#"status_code=~"5..|499""#, r#"status_code=~"5..|499|404""#)
     })
     .await;
     let (exit, out, err) = verify_alerts(&service, &monitoring).await;
@@ -157,7 +157,19 @@ async fn verify_dashboard_passes_after_traffic_and_fails_broken_panels() {
     ])
     .await;
     assert_eq!(exit, Exit::Pass, "{out}");
-    let dashboard = repo().join("grafana/dashboards/items-service.json");
+    // This Prometheus scrapes only the service and the exporter: panels on
+    // the loadgen and alertmanager jobs (Load generator row, notifications)
+    // cannot have data here; scripts/e2e checks them against the full stack.
+    let mut full: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("grafana/dashboards/items-service.json")).unwrap(),
+    )
+    .unwrap();
+    full["panels"].as_array_mut().unwrap().retain(|panel| {
+        let targets = panel["targets"].to_string();
+        !targets.contains(r#"job=\"loadgen\""#) && !targets.contains(r#"job=\"alertmanager\""#)
+    });
+    let dashboard = dir.path().join("items-service.json");
+    std::fs::write(&dashboard, full.to_string()).unwrap();
     // The recording rules need two evaluations over the new data.
     let mut last = String::new();
     for _ in 0..30 {
