@@ -51,3 +51,14 @@ ensure_packages() {
 
 ensure_stack_packages() { ensure_packages "${STACK_PACKAGES[@]}"; }
 ensure_test_packages() { ensure_packages "${STACK_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }
+
+# release_binary NAME: path of a release binary of this workspace, wherever
+# cargo puts it (CARGO_TARGET_DIR, relative or absolute, or .cargo/config).
+# Needs $repo.
+release_binary() {
+  local dir
+  dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps --locked 2>/dev/null | jq -r .target_directory) \
+    || die "cargo metadata failed: cannot locate the target directory"
+  [[ -n $dir && $dir != null ]] || die "cargo metadata did not report a target directory"
+  echo "$dir/release/$1"
+}

@@ -866,17 +866,28 @@ pub async fn run(
         ) {
             return Ok(());
         }
-        let all = names.clone();
+        // The warnings resolve while the critical alert still fires
+        // (keep_firing_for) and inhibits them, so Alertmanager never notifies
+        // them on the way down: only the critical resolutions are delivered.
+        // The step's clock started with the resolve step, hence the sum.
+        let criticals = plan.critical_alerts.clone();
         let notified = run
             .wait(
-                Duration::from_secs(90),
-                |o| all.iter().all(|n| o.times[n].delivered_resolved.is_some()),
+                resolve_all + Duration::from_secs(90),
+                |o| {
+                    criticals
+                        .iter()
+                        .all(|n| o.times[n].delivered_resolved.is_some())
+                },
                 |_| None,
             )
             .await?;
         run.record(
-            "resolve: webhook receives the resolutions".into(),
-            "every alert within 90s".into(),
+            "resolve: webhook receives the critical resolutions".into(),
+            format!(
+                "{} within 90s of resolving",
+                plan.critical_alerts.join(", ")
+            ),
             notified,
         );
         Ok(())

@@ -1,7 +1,9 @@
 //! Integration tests of loadgen against a real items-service and
 //! `redis-server` (and, for verification, real Prometheus and Alertmanager).
 
+mod alert_routing;
 mod common;
+mod dashboard_lint;
 mod exit_codes;
 mod html;
 mod run;

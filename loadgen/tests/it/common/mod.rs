@@ -120,7 +120,7 @@ impl Drop for Process {
     }
 }
 
-fn spawn(program: &str, args: &[String], install: &str) -> Process {
+pub fn spawn(program: &str, args: &[String], install: &str) -> Process {
     let child = Command::new(program)
         .args(args)
         .stdout(Stdio::null())
@@ -132,7 +132,7 @@ fn spawn(program: &str, args: &[String], install: &str) -> Process {
     Process(child)
 }
 
-async fn wait_ready(url: &str, what: &str) {
+pub async fn wait_ready(url: &str, what: &str) {
     let http = reqwest::Client::new();
     let started = Instant::now();
     loop {
