@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
+use items_service::store::MAX_CURSOR_KEYS;
+
 use crate::common::Stack;
 
 pub async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
@@ -27,7 +29,14 @@ pub async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
             *seen.entry(key).or_insert(0) += 1;
         }
         match body["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_owned(),
+            Some(next) => {
+                let carried = next.matches('~').count();
+                assert!(
+                    carried <= MAX_CURSOR_KEYS / 2,
+                    "a cursor carrying {carried} keys is near the parse bound"
+                );
+                cursor = next.to_owned();
+            }
             None => return seen,
         }
     }
