@@ -23,6 +23,7 @@
 //! `redis_app_list_skipped_total{reason}`, never an error.
 
 use std::{
+    collections::HashSet,
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
@@ -456,6 +457,10 @@ impl Store for RedisStore {
         // Keys carried by the cursor come first, then fresh SCAN batches
         // until the page is full by count or by bytes. Batches are small so
         // that what a page leaves over (and the cursor carries) stays small.
+        // SCAN returns a key more than once when Redis resizes its table
+        // mid-walk: a page never repeats a key (across pages that would take
+        // unbounded state, so a walk is at-least-once there).
+        let mut on_page: HashSet<String> = pending.iter().cloned().collect();
         let mut measured = self.measure(pending, deadline).await?;
         let pattern = format!("{}*", self.prefix);
         for _ in 0..MAX_SCANS_PER_PAGE {
@@ -480,7 +485,8 @@ impl Store for RedisStore {
             let mut keys = Vec::with_capacity(batch.len());
             for full in batch {
                 match self.client_key(full) {
-                    Some(key) => keys.push(key),
+                    Some(key) if on_page.insert(key.clone()) => keys.push(key),
+                    Some(_repeated) => {}
                     None => self.skipped(SKIP_INVALID_KEY),
                 }
             }
