@@ -43,20 +43,34 @@ pub struct Args {
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
     /// Honour the `X-Fault-Status` and `X-Fault-Delay-Ms` request headers
-    /// (`--fault-injection`, or a value: 1/0, true/false, yes/no, on/off).
+    /// (`--fault-injection`, or a value: 1/0, true/false, yes/no, on/off;
+    /// empty is off).
     #[arg(
         long,
         env = "FAULT_INJECTION",
         default_value = "false",
         num_args = 0..=1,
         default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = parse_switch,
         action = clap::ArgAction::Set,
     )]
     pub fault_injection: bool,
     /// Log format; the level comes from `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// A boolean switch: the words of clap's `BoolishValueParser`, and empty
+/// for off, so that `FAULT_INJECTION=` (an unset compose variable) means
+/// what it looks like.
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "n" | "off" | "f" => Ok(false),
+        "1" | "true" | "yes" | "y" | "on" | "t" => Ok(true),
+        _ => Err(format!(
+            "{value:?} is not a switch: use 1/0, true/false, yes/no, on/off (empty is off)"
+        )),
+    }
 }
 
 /// Validated runtime configuration.
@@ -398,5 +412,13 @@ mod tests {
                 .fault_injection
         );
         assert!(Args::try_parse_from(["items-service", "--fault-injection=maybe"]).is_err());
+        assert!(Args::try_parse_from(["items-service", "--fault-injection=2"]).is_err());
+        assert!(
+            !args(&["--fault-injection="])
+                .into_config()
+                .unwrap()
+                .fault_injection,
+            "empty is off"
+        );
     }
 }
