@@ -175,34 +175,6 @@ impl RedisStore {
         Instant::now() + self.timeout
     }
 
-    /// Runs one exchange with Redis before `deadline`, timing it and
-    /// counting failures by kind. The exchange runs in its own task, so it
-    /// reaches its outcome (and a timeout replaces the connection) even if
-    /// this future is dropped because the client went away.
-    async fn exchange<T, F, Fut>(
-        &self,
-        command: &'static str,
-        deadline: Instant,
-        send: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = RedisResult<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let link = Arc::clone(&self.link);
-        let task = tokio::spawn(async move { link.exchange(command, deadline, send).await });
-        match task.await {
-            Ok(outcome) => outcome,
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            // Only when the runtime shuts down.
-            Err(_cancelled) => Err(StoreError::Timeout {
-                command,
-                after: self.timeout,
-            }),
-        }
-    }
-
     async fn run<T: FromRedisValue + Send + 'static>(
         &self,
         command: &'static str,
@@ -210,11 +182,12 @@ impl RedisStore {
         deadline: Instant,
     ) -> Result<T, StoreError> {
         let cmd = cmd.clone();
-        self.exchange(command, deadline, move |mut connection| {
-            let cmd = cmd.clone();
-            async move { cmd.query_async::<T>(&mut connection).await }
-        })
-        .await
+        Arc::clone(&self.link)
+            .exchange(command, deadline, move |mut connection| {
+                let cmd = cmd.clone();
+                async move { cmd.query_async::<T>(&mut connection).await }
+            })
+            .await
     }
 
     fn skipped(&self, reason: &str) {
@@ -246,7 +219,7 @@ impl RedisStore {
         for key in &keys {
             pipe.cmd("STRLEN").arg(self.full_key(key));
         }
-        let lengths: Vec<RedisResult<u64>> = self
+        let lengths: Vec<RedisResult<u64>> = Arc::clone(&self.link)
             .exchange("STRLEN", deadline, move |mut connection| {
                 let pipe = pipe.clone();
                 async move { pipe.query_async(&mut connection).await }
@@ -314,50 +287,61 @@ impl Link {
         }
     }
 
+    /// Runs one exchange with Redis before `deadline`, timing it and
+    /// counting failures by kind. The exchange runs in its own task, so it
+    /// reaches its outcome (and a timeout replaces the connection) even if
+    /// this future is dropped because the client went away.
     async fn exchange<T, F, Fut>(
-        &self,
+        self: Arc<Self>,
         command: &'static str,
         deadline: Instant,
         send: F,
     ) -> Result<T, StoreError>
     where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
+        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
     {
-        let (generation, connection) = self.connection();
-        let started = Instant::now();
-        let attempts = async {
-            match send(connection.clone()).await {
-                // The connection broke (reset, closed): the manager is
-                // reconnecting; a read may safely go once more.
-                Err(err) if READ_ONLY.contains(&command) && is_broken_connection(&err) => {
-                    tracing::debug!(
-                        "redis {command} on a broken connection ({err}); retrying once"
-                    );
-                    send(connection).await
+        let after = self.timeout;
+        let task = tokio::spawn(async move {
+            let (generation, connection) = self.connection();
+            let started = Instant::now();
+            let attempts = async {
+                match send(connection.clone()).await {
+                    // The connection broke (reset, closed): the manager is
+                    // reconnecting; a read may safely go once more.
+                    Err(err) if READ_ONLY.contains(&command) && is_broken_connection(&err) => {
+                        tracing::debug!(
+                            "redis {command} on a broken connection ({err}); retrying once"
+                        );
+                        send(connection).await
+                    }
+                    outcome => outcome,
                 }
-                outcome => outcome,
+            };
+            let outcome = tokio::time::timeout_at(deadline, attempts).await;
+            self.command_duration
+                .with_label_values(&[command])
+                .observe(started.elapsed().as_secs_f64());
+            let err = match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(source)) => StoreError::Redis { command, source },
+                Err(_elapsed) => StoreError::Timeout { command, after },
+            };
+            if err.kind() == ErrorKind::Timeout {
+                self.replace_connection(generation);
             }
-        };
-        let outcome = tokio::time::timeout_at(deadline, attempts).await;
-        self.command_duration
-            .with_label_values(&[command])
-            .observe(started.elapsed().as_secs_f64());
-        let err = match outcome {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(source)) => StoreError::Redis { command, source },
-            Err(_elapsed) => StoreError::Timeout {
-                command,
-                after: self.timeout,
-            },
-        };
-        if err.kind() == ErrorKind::Timeout {
-            self.replace_connection(generation);
+            self.command_errors
+                .with_label_values(&[command, err.kind().label()])
+                .inc();
+            Err(err)
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Only when the runtime shuts down.
+            Err(_cancelled) => Err(StoreError::Timeout { command, after }),
         }
-        self.command_errors
-            .with_label_values(&[command, err.kind().label()])
-            .inc();
-        Err(err)
     }
 }
 
