@@ -205,7 +205,8 @@ impl RedisStore {
 
     /// Pairs each key with the size of its entry on a page (key plus value
     /// length, from one pipelined `STRLEN` per key), skipping entries that
-    /// are not strings or could never fit a page.
+    /// are not strings or are larger than [`MAX_VALUE_BYTES`] (four of them
+    /// always fit a page).
     async fn measure(
         &self,
         keys: Vec<String>,
@@ -229,9 +230,8 @@ impl RedisStore {
         for (key, length) in keys.into_iter().zip(lengths) {
             match length {
                 Err(_) => self.skipped(SKIP_WRONG_TYPE),
-                Ok(length) if length + key.len() as u64 > PAGE_BUDGET_BYTES => {
-                    self.skipped(SKIP_TOO_LARGE);
-                }
+                // Above what `GET /items/{key}` serves: never listed either.
+                Ok(length) if length > MAX_VALUE_BYTES as u64 => self.skipped(SKIP_TOO_LARGE),
                 Ok(length) => {
                     let size = length + key.len() as u64;
                     measured.push((key, size));

@@ -168,6 +168,18 @@ async fn a_foreign_value_above_the_size_limit_is_never_read() {
         body["value"].as_str().map(str::len),
         Some(MAX_VALUE_BYTES - 2)
     );
+    // Listing agrees with GET: the huge value is skipped, the largest listed.
+    let (status, body) = stack.get("/items?limit=1000").await;
+    assert_eq!(status, 200);
+    let mut keys: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["key"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["largest", "small"]);
+    assert_eq!(skipped(&stack.metrics_text().await, "too_large"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
