@@ -43,20 +43,34 @@ pub struct Args {
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
     /// Honour the `X-Fault-Status` and `X-Fault-Delay-Ms` request headers
-    /// (`--fault-injection`, or a value: 1/0, true/false, yes/no, on/off).
+    /// (`--fault-injection`, or a value: 1/0, true/false, yes/no, on/off;
+    /// empty is off).
     #[arg(
         long,
         env = "FAULT_INJECTION",
         default_value = "false",
         num_args = 0..=1,
         default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = parse_switch,
         action = clap::ArgAction::Set,
     )]
     pub fault_injection: bool,
     /// Log format; the level comes from `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// A boolean switch: the words of clap's `BoolishValueParser`, and empty
+/// for off, so that `FAULT_INJECTION=` (an unset compose variable) means
+/// what it looks like.
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "n" | "off" | "f" => Ok(false),
+        "1" | "true" | "yes" | "y" | "on" | "t" => Ok(true),
+        _ => Err(format!(
+            "{value:?} is not a switch: use 1/0, true/false, yes/no, on/off (empty is off)"
+        )),
+    }
 }
 
 /// Validated runtime configuration.
@@ -124,57 +138,107 @@ impl Args {
     }
 }
 
-/// Query parameters that carry credentials in `redis+unix://` and
-/// `unix://` URLs (redis-rs reads `pass` and `user`).
+/// Query parameters that carry credentials: redis-rs reads `pass` from
+/// `redis+unix://` and `unix://` URLs; `password` is redacted too, in case a
+/// later version or a confused operator uses it. Compared after decoding the
+/// name the way redis-rs does (`application/x-www-form-urlencoded`), so
+/// `pa%73s` is a password too.
 const SECRET_PARAMS: &[&str] = &["pass", "password"];
 
-/// The URL with every password replaced by `***`: the userinfo password of
-/// `redis[s]://` and `valkey[s]://` URLs (or the whole userinfo when it has no
-/// user/password separator), and the `pass=` query parameter of socket URLs.
-/// Works on malformed URLs too, since those are echoed in error messages.
+/// The URL with every password replaced by `***`, for logs and error
+/// messages. Works on malformed URLs too (they are echoed in configuration
+/// errors), and errs on the side of hiding:
+/// - query parameters named [`SECRET_PARAMS`] (after decoding) lose their
+///   value, and a fragment (meaningless to Redis, but perhaps the tail of a
+///   password holding a raw `#`) is hidden whole;
+/// - the userinfo keeps only its user name; it is looked for before the
+///   first `?` or `#` only, so an `@` inside a query value never passes for
+///   the end of a userinfo;
+/// - an `@` still visible after that (a password holding a raw `?` or `#`)
+///   hides everything before it.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
-    let rest = match rest.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => rest.to_owned(),
-    };
-    let rest = redact_query(&rest);
-    match scheme {
-        Some(scheme) => format!("{scheme}://{rest}"),
-        None => rest,
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    let split = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (authority_and_path, tail) = rest.split_at(split);
+    if tail
+        .split_once('#')
+        .is_some_and(|(_, fragment)| fragment.contains('@'))
+    {
+        out.push_str("***");
+        return out;
+    }
+    let tail = redact_tail(tail);
+    if let Some((_, after)) = tail.rsplit_once('@') {
+        out.push_str("***@");
+        out.push_str(after);
+        return out;
+    }
+    match authority_and_path.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            push_redacted_userinfo(&mut out, userinfo);
+            out.push_str(host);
+        }
+        None => out.push_str(authority_and_path),
+    }
+    out.push_str(&tail);
+    out
+}
+
+fn push_redacted_userinfo(out: &mut String, userinfo: &str) {
+    match userinfo.split_once(':') {
+        Some((user, _password)) => {
+            out.push_str(user);
+            out.push_str(":***@");
+        }
+        None => out.push_str("***@"),
     }
 }
 
-/// Replaces the values of [`SECRET_PARAMS`] in the query string of `text`.
-fn redact_query(text: &str) -> String {
-    let Some((head, query)) = text.split_once('?') else {
-        return text.to_owned();
+/// Redacts a `?query#fragment` tail (or the part of a malformed URL after
+/// its last `@`, which may also hold a query).
+fn redact_tail(text: &str) -> String {
+    let (head, fragment) = match text.split_once('#') {
+        Some((head, fragment)) => (head, Some(fragment)),
+        None => (text, None),
     };
-    let (query, fragment) = match query.split_once('#') {
-        Some((query, fragment)) => (query, Some(fragment)),
-        None => (query, None),
+    let mut out = match head.split_once('?') {
+        Some((before, query)) => {
+            let pairs: Vec<String> = query.split('&').map(redact_pair).collect();
+            format!("{before}?{}", pairs.join("&"))
+        }
+        None => head.to_owned(),
     };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
-                format!("{name}=***")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect();
-    let mut out = format!("{head}?{}", query.join("&"));
     if let Some(fragment) = fragment {
         out.push('#');
-        out.push_str(fragment);
+        if !fragment.is_empty() {
+            out.push_str("***");
+        }
     }
     out
+}
+
+/// One `name=value` pair, its value hidden when the decoded name is secret.
+fn redact_pair(pair: &str) -> String {
+    let (name, has_value) = match pair.split_once('=') {
+        Some((name, _)) => (name, true),
+        None => (pair, false),
+    };
+    let decoded: String = form_urlencoded::parse(name.as_bytes())
+        .map(|(name, value)| format!("{name}{value}"))
+        .collect();
+    if has_value && SECRET_PARAMS.contains(&decoded.to_ascii_lowercase().as_str()) {
+        format!("{name}=***")
+    } else {
+        pair.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -242,8 +306,48 @@ mod tests {
             ),
             (
                 "unix:///run/redis.sock?db=1&user=u&pass=s3cret#x",
-                "unix:///run/redis.sock?db=1&user=u&pass=***#x",
+                "unix:///run/redis.sock?db=1&user=u&pass=***#***",
             ),
+            // An '@' inside a query value is not the end of a userinfo.
+            (
+                "unix:///tmp/none.sock?db=0&pass=x@y:s3cret",
+                "unix:///tmp/none.sock?db=0&pass=***",
+            ),
+            (
+                "redis+unix:///tmp/none.sock?pass=top@s3cret",
+                "redis+unix:///tmp/none.sock?pass=***",
+            ),
+            (
+                "redis+unix:///s.sock?pass=top@s3cret&db=x",
+                "redis+unix:///s.sock?pass=***&db=x",
+            ),
+            (
+                "redis://u:s3cret@db:6379/0?pass=x@y:s3cret&protocol=resp3",
+                "redis://u:***@db:6379/0?pass=***&protocol=resp3",
+            ),
+            (
+                "rediss://u:s3cret@db?password=s3cret",
+                "rediss://u:***@db?password=***",
+            ),
+            // Names are decoded as redis-rs decodes them.
+            (
+                "redis+unix:///s.sock?pa%73s=s3cret",
+                "redis+unix:///s.sock?pa%73s=***",
+            ),
+            (
+                "unix:///s.sock?%70ass=s3cret&db=x",
+                "unix:///s.sock?%70ass=***&db=x",
+            ),
+            (
+                "unix:///s.sock?%50ASSWORD=s3cret",
+                "unix:///s.sock?%50ASSWORD=***",
+            ),
+            // Raw '?', '#' or '/' inside a userinfo password: unparseable,
+            // still hidden.
+            ("redis://u:s3?cret@db", "redis://***@db"),
+            ("redis://u:s3#cret@db", "redis://***"),
+            ("redis://u:s3/cret@db", "redis://u:***@db"),
+            ("redis://db#frag", "redis://db#***"),
             (
                 "valkey+unix:///run/v.sock?PASS=s3cret&db=2",
                 "valkey+unix:///run/v.sock?PASS=***&db=2",
@@ -266,6 +370,12 @@ mod tests {
             "u:s3cret@db",
             "redis://u:s3%63ret@db:99999",
             "redis+unix://?pass=s3cret&db=x",
+            "redis+unix:///tmp/none.sock?pass=top@s3cret&db=x",
+            "redis+unix:///tmp/none.sock?%70ass=s3cret&db=x",
+            "unix:///tmp/none.sock?pa%73s=s3cret&db=x",
+            "unix:///tmp/none.sock?pass=x@y:s3cret&db=x",
+            "rediss://u:s3?cret@db:1",
+            "redis://u:s3#cret@db:x",
         ] {
             let err = args(&["--redis-url", url]).into_config().unwrap_err();
             let text = err.to_string();
@@ -302,5 +412,13 @@ mod tests {
                 .fault_injection
         );
         assert!(Args::try_parse_from(["items-service", "--fault-injection=maybe"]).is_err());
+        assert!(Args::try_parse_from(["items-service", "--fault-injection=2"]).is_err());
+        assert!(
+            !args(&["--fault-injection="])
+                .into_config()
+                .unwrap()
+                .fault_injection,
+            "empty is off"
+        );
     }
 }

@@ -37,6 +37,11 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("request body not received within {0:?}")]
     RequestTimeout(std::time::Duration),
+    /// The client closed the connection in the middle of its request body.
+    /// Nobody reads this response; its status makes the request count as
+    /// `499`, like any other request the client abandoned.
+    #[error("client closed the connection before sending the whole body")]
+    ClientClosed,
     #[error("redis is unavailable")]
     RedisUnavailable(#[source] StoreError),
     /// The readiness PING failed (the cause, shared by coalesced probes).
@@ -73,6 +78,7 @@ impl AppError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ClientClosed => client_closed_status(),
             Self::RedisUnavailable(_) | Self::NotReady(_) | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -94,6 +100,7 @@ impl AppError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RequestTimeout(_) => "request_timeout",
+            Self::ClientClosed => "client_closed",
             Self::RedisUnavailable(_) | Self::NotReady(_) => "redis_unavailable",
             Self::Overloaded => "overloaded",
             Self::InjectedFault(_) => "injected_fault",
@@ -148,6 +155,11 @@ impl IntoResponse for AppError {
     }
 }
 
+/// nginx's 499 "client closed request".
+fn client_closed_status() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 /// The cause chain on one line, without the repeats of messages that
 /// already quote their source (and never a backtrace).
 fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
@@ -184,6 +196,15 @@ mod tests {
         let err = AppError::Internal(anyhow::anyhow!("secret detail"));
         assert_eq!(err.to_string(), "internal error");
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_body_cut_off_by_the_client_is_a_499() {
+        assert_eq!(AppError::ClientClosed.status().as_u16(), 499);
+        assert_eq!(
+            AppError::ClientClosed.status().as_str(),
+            crate::metrics::CLIENT_CLOSED
+        );
     }
 
     #[test]

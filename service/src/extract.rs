@@ -69,8 +69,33 @@ async fn read_body(request: Request, state: &AppState) -> Result<Bytes, AppError
         .map_err(|_elapsed| AppError::RequestTimeout(limit))?
         .map_err(|rejection| match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(MAX_BODY_BYTES),
+            _ if client_went_away(&rejection) => AppError::ClientClosed,
             _ => AppError::InvalidBody(rejection.body_text()),
         })
+}
+
+/// Whether reading the body failed because the client closed or reset the
+/// connection (not because what it sent was malformed).
+fn client_went_away(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if let Some(err) = err.downcast_ref::<hyper::Error>() {
+            if err.is_incomplete_message() || err.is_body_write_aborted() {
+                return true;
+            }
+        }
+        if let Some(err) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                err.kind(),
+                BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Route layer, outside load shedding: buffers the (bounded) body before

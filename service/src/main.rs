@@ -3,7 +3,7 @@
 //! `catch_panic` layer) is logged as one rate-limited line with its
 //! location, never with a backtrace, whatever `RUST_BACKTRACE` says.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use items_service::{
@@ -23,7 +23,8 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let limiter = LogLimiter::default();
+    let limiter = Arc::new(LogLimiter::default());
+    tokio::spawn(Arc::clone(&limiter).flush_periodically());
     std::panic::set_hook(Box::new(move |info| {
         let report = ErrorReport {
             kind: "panic",

@@ -10,6 +10,7 @@ use std::{
     future::Future,
     io,
     pin::{pin, Pin},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -63,6 +64,11 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // Writes the suppressed-log counts of bursts that ended; stopped with
+    // the server.
+    let _flusher = AbortOnDrop(tokio::spawn(
+        Arc::clone(&state.log_limiter).flush_periodically(),
+    ));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(state.client_timeouts.header_read);
@@ -101,6 +107,15 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Aborts a background task when the server stops (or its future is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Errors of one connection (the peer gave up before `accept`) are skipped;

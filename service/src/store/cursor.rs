@@ -12,6 +12,13 @@ use crate::key::validate_key;
 /// Longest cursor accepted from a client, in bytes.
 pub const MAX_CURSOR_LEN: usize = 64 * 1024;
 
+/// Most keys a cursor may carry. A page leaves over at most about one
+/// `SCAN` batch (128 keys asked, a few more when Redis returns more than
+/// `COUNT`), so this is far above anything the service emits, yet it
+/// bounds the `STRLEN`s one forged cursor costs to half of a real
+/// 1000-item page.
+pub const MAX_CURSOR_KEYS: usize = 512;
+
 /// Position in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListCursor {
@@ -47,7 +54,13 @@ impl ListCursor {
             ),
         };
         let pending = parts
-            .map(|key| {
+            .enumerate()
+            .map(|(index, key)| {
+                if index >= MAX_CURSOR_KEYS {
+                    return Err(CursorError(format!(
+                        "carries more than {MAX_CURSOR_KEYS} keys"
+                    )));
+                }
                 validate_key(key)
                     .map(|()| key.to_owned())
                     .map_err(CursorError)
@@ -99,5 +112,14 @@ mod tests {
         for bad in ["", "abc", "-1", "12~", "12~a b", "end~a/b"] {
             assert!(ListCursor::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn bounds_the_keys_a_cursor_carries() {
+        let carrying = |keys: usize| format!("end{}", "~x".repeat(keys));
+        let most = ListCursor::parse(&carrying(MAX_CURSOR_KEYS)).unwrap();
+        assert_eq!(most.pending.len(), MAX_CURSOR_KEYS);
+        let err = ListCursor::parse(&carrying(MAX_CURSOR_KEYS + 1)).unwrap_err();
+        assert!(err.to_string().contains("512 keys"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
-pub use cursor::{CursorError, ListCursor};
+pub use cursor::{CursorError, ListCursor, MAX_CURSOR_KEYS};
 
 /// One stored item; `value` is the client's JSON, kept verbatim.
 #[derive(Debug, Clone)]

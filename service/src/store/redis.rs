@@ -7,27 +7,40 @@
 //! A socket that silently stops delivering (a network blackhole, a frozen
 //! NAT entry) never breaks by itself, so a command timeout also throws the
 //! connection away: the next command dials a fresh one. TCP keepalive and
-//! `TCP_USER_TIMEOUT` reclaim the abandoned socket.
+//! `TCP_USER_TIMEOUT` reclaim the abandoned socket. Each command runs in
+//! its own task bounded by the deadline, so it still times out (is counted,
+//! and replaces the connection) when the client that asked for it gave up
+//! first: recovery does not depend on how patient clients are. A read-only
+//! command whose connection turns out to be broken (reset, closed) is
+//! retried once, within the same deadline, on the reconnected connection.
+//!
+//! `GET /items/{key}` reads at most [`MAX_VALUE_BYTES`]: a bigger foreign
+//! value is a data error (500), never read whole.
 //!
 //! Listing reads keys and values as bytes: whatever else lives under the
 //! prefix (keys outside the key alphabet, non-UTF-8 keys, non-JSON values,
 //! other Redis types, oversized values) is skipped and counted in
 //! `redis_app_list_skipped_total{reason}`, never an error.
 
-use std::{future::Future, sync::Mutex, time::Duration};
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use prometheus::{HistogramVec, IntCounterVec};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     io::tcp::{socket2::TcpKeepalive, TcpSettings},
-    FromRedisValue, RedisResult,
+    FromRedisValue, RedisResult, Value,
 };
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::{ErrorKind, Item, ListCursor, Page, Store, StoreError};
-use crate::{key::validate_key, metrics::Metrics};
+use crate::{key::validate_key, metrics::Metrics, MAX_BODY_BYTES};
 
 /// Most `SCAN` round trips one list request may make before it returns a
 /// (possibly short) page with a cursor, so a sparse keyspace cannot turn one
@@ -42,6 +55,21 @@ const SCAN_BATCH: usize = 128;
 /// Bytes of keys and values one page may carry: a page ends early (with a
 /// cursor) rather than buffer 1000 large values.
 pub const PAGE_BUDGET_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Largest value `GET /items/{key}` reads: the API itself can never write a
+/// bigger one (the whole request body is at most 1 MiB).
+pub const MAX_VALUE_BYTES: usize = MAX_BODY_BYTES;
+
+/// `GET` bounded by size, atomically and in one round trip: the value, nil
+/// when absent, or its length (an integer) when above `ARGV[1]` bytes.
+/// WRONGTYPE surfaces as from a plain `GET`.
+const BOUNDED_GET: &str = "local n = redis.call('STRLEN', KEYS[1]) \
+if n > tonumber(ARGV[1]) then return n end \
+return redis.call('GET', KEYS[1])";
+
+/// Commands that only read: retried once when the connection broke under
+/// them (nothing changes if Redis did run the first attempt).
+const READ_ONLY: &[&str] = &["GET", "SCAN", "STRLEN", "MGET", "PING"];
 
 /// Kernel-level bounds of a dead connection, beside the command timeout.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
@@ -67,14 +95,21 @@ struct Current {
     connection: ConnectionManager,
 }
 
-/// Items stored as Redis strings under `prefix`.
-pub struct RedisStore {
+/// The connection and the command metrics, shared with the command tasks.
+struct Link {
     client: redis::Client,
     config: ConnectionManagerConfig,
     current: Mutex<Current>,
-    prefix: String,
     timeout: Duration,
     command_duration: HistogramVec,
+    command_errors: IntCounterVec,
+}
+
+/// Items stored as Redis strings under `prefix`.
+pub struct RedisStore {
+    link: Arc<Link>,
+    prefix: String,
+    timeout: Duration,
     command_errors: IntCounterVec,
     list_skipped: IntCounterVec,
 }
@@ -110,15 +145,19 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(100));
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         Ok(Self {
-            client,
-            config,
-            current: Mutex::new(Current {
-                generation: 0,
-                connection,
+            link: Arc::new(Link {
+                client,
+                config,
+                current: Mutex::new(Current {
+                    generation: 0,
+                    connection,
+                }),
+                timeout,
+                command_duration: metrics.redis_command_duration.clone(),
+                command_errors: metrics.redis_command_errors.clone(),
             }),
             prefix,
             timeout,
-            command_duration: metrics.redis_command_duration.clone(),
             command_errors: metrics.redis_command_errors.clone(),
             list_skipped: metrics.list_skipped.clone(),
         })
@@ -136,73 +175,19 @@ impl RedisStore {
         Instant::now() + self.timeout
     }
 
-    fn connection(&self) -> (u64, ConnectionManager) {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        (current.generation, current.connection.clone())
-    }
-
-    /// Replaces the connection of `generation` (unless another command did
-    /// already) with a lazily connecting one.
-    fn replace_connection(&self, generation: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.generation != generation {
-            return;
-        }
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
-            Ok(connection) => {
-                current.generation += 1;
-                current.connection = connection;
-                tracing::debug!("redis command timed out; dialling a fresh connection");
-            }
-            Err(err) => tracing::debug!("cannot replace the redis connection: {err}"),
-        }
-    }
-
-    /// Runs one exchange with Redis before `deadline`, timing it and
-    /// counting failures by kind.
-    async fn exchange<T, F, Fut>(
-        &self,
-        command: &'static str,
-        deadline: Instant,
-        send: F,
-    ) -> Result<T, StoreError>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let (generation, connection) = self.connection();
-        let started = Instant::now();
-        let outcome = tokio::time::timeout_at(deadline, send(connection)).await;
-        self.command_duration
-            .with_label_values(&[command])
-            .observe(started.elapsed().as_secs_f64());
-        let err = match outcome {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(source)) => StoreError::Redis { command, source },
-            Err(_elapsed) => StoreError::Timeout {
-                command,
-                after: self.timeout,
-            },
-        };
-        if err.kind() == ErrorKind::Timeout {
-            self.replace_connection(generation);
-        }
-        self.command_errors
-            .with_label_values(&[command, err.kind().label()])
-            .inc();
-        Err(err)
-    }
-
-    async fn run<T: FromRedisValue>(
+    async fn run<T: FromRedisValue + Send + 'static>(
         &self,
         command: &'static str,
         cmd: &redis::Cmd,
         deadline: Instant,
     ) -> Result<T, StoreError> {
-        self.exchange(command, deadline, |mut connection| async move {
-            cmd.query_async::<T>(&mut connection).await
-        })
-        .await
+        let cmd = cmd.clone();
+        Arc::clone(&self.link)
+            .exchange(command, deadline, move |mut connection| {
+                let cmd = cmd.clone();
+                async move { cmd.query_async::<T>(&mut connection).await }
+            })
+            .await
     }
 
     fn skipped(&self, reason: &str) {
@@ -220,7 +205,8 @@ impl RedisStore {
 
     /// Pairs each key with the size of its entry on a page (key plus value
     /// length, from one pipelined `STRLEN` per key), skipping entries that
-    /// are not strings or could never fit a page.
+    /// are not strings or are larger than [`MAX_VALUE_BYTES`] (four of them
+    /// always fit a page).
     async fn measure(
         &self,
         keys: Vec<String>,
@@ -234,18 +220,18 @@ impl RedisStore {
         for key in &keys {
             pipe.cmd("STRLEN").arg(self.full_key(key));
         }
-        let lengths: Vec<RedisResult<u64>> = self
-            .exchange("STRLEN", deadline, |mut connection| async move {
-                pipe.query_async(&mut connection).await
+        let lengths: Vec<RedisResult<u64>> = Arc::clone(&self.link)
+            .exchange("STRLEN", deadline, move |mut connection| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut connection).await }
             })
             .await?;
         let mut measured = Vec::with_capacity(keys.len());
         for (key, length) in keys.into_iter().zip(lengths) {
             match length {
                 Err(_) => self.skipped(SKIP_WRONG_TYPE),
-                Ok(length) if length + key.len() as u64 > PAGE_BUDGET_BYTES => {
-                    self.skipped(SKIP_TOO_LARGE);
-                }
+                // Above what `GET /items/{key}` serves: never listed either.
+                Ok(length) if length > MAX_VALUE_BYTES as u64 => self.skipped(SKIP_TOO_LARGE),
                 Ok(length) => {
                     let size = length + key.len() as u64;
                     measured.push((key, size));
@@ -278,6 +264,95 @@ impl RedisStore {
     }
 }
 
+impl Link {
+    fn connection(&self) -> (u64, ConnectionManager) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.generation, current.connection.clone())
+    }
+
+    /// Replaces the connection of `generation` (unless another command did
+    /// already) with a lazily connecting one.
+    fn replace_connection(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.generation != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(connection) => {
+                current.generation += 1;
+                current.connection = connection;
+                tracing::debug!("redis command timed out; dialling a fresh connection");
+            }
+            Err(err) => tracing::debug!("cannot replace the redis connection: {err}"),
+        }
+    }
+
+    /// Runs one exchange with Redis before `deadline`, timing it and
+    /// counting failures by kind. The exchange runs in its own task, so it
+    /// reaches its outcome (and a timeout replaces the connection) even if
+    /// this future is dropped because the client went away.
+    async fn exchange<T, F, Fut>(
+        self: Arc<Self>,
+        command: &'static str,
+        deadline: Instant,
+        send: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let after = self.timeout;
+        let task = tokio::spawn(async move {
+            let (generation, connection) = self.connection();
+            let started = Instant::now();
+            let attempts = async {
+                match send(connection.clone()).await {
+                    // The connection broke (reset, closed): the manager is
+                    // reconnecting; a read may safely go once more.
+                    Err(err) if READ_ONLY.contains(&command) && is_broken_connection(&err) => {
+                        tracing::debug!(
+                            "redis {command} on a broken connection ({err}); retrying once"
+                        );
+                        send(connection).await
+                    }
+                    outcome => outcome,
+                }
+            };
+            let outcome = tokio::time::timeout_at(deadline, attempts).await;
+            self.command_duration
+                .with_label_values(&[command])
+                .observe(started.elapsed().as_secs_f64());
+            let err = match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(source)) => StoreError::Redis { command, source },
+                Err(_elapsed) => StoreError::Timeout { command, after },
+            };
+            if err.kind() == ErrorKind::Timeout {
+                self.replace_connection(generation);
+            }
+            self.command_errors
+                .with_label_values(&[command, err.kind().label()])
+                .inc();
+            Err(err)
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Only when the runtime shuts down.
+            Err(_cancelled) => Err(StoreError::Timeout { command, after }),
+        }
+    }
+}
+
+/// Whether the command failed because its established connection broke
+/// (reset, closed), rather than because Redis refused new connections,
+/// answered with an error or never answered: only then may a retry on the
+/// reconnected connection succeed at once.
+fn is_broken_connection(err: &redis::RedisError) -> bool {
+    err.is_connection_dropped() && !err.is_connection_refusal()
+}
+
 /// Splits measured keys into those of this page (at most `limit`, within
 /// the byte budget; the first always fits) and those left for the next.
 fn choose(measured: Vec<(String, u64)>, limit: usize) -> (Vec<String>, Vec<String>) {
@@ -305,14 +380,30 @@ fn parse_value(key: &str, raw: Vec<u8>) -> Result<Box<RawValue>, StoreError> {
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Box<RawValue>>, StoreError> {
-        let raw: Option<Vec<u8>> = self
-            .run(
-                "GET",
-                redis::cmd("GET").arg(self.full_key(key)),
-                self.deadline(),
-            )
-            .await?;
-        raw.map(|raw| parse_value(key, raw)).transpose()
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(BOUNDED_GET)
+            .arg(1)
+            .arg(self.full_key(key))
+            .arg(MAX_VALUE_BYTES);
+        let reply: Value = self.run("GET", &cmd, self.deadline()).await?;
+        let parsed = match reply {
+            Value::Nil => return Ok(None),
+            Value::BulkString(raw) => parse_value(key, raw),
+            Value::Int(length) => Err(StoreError::Corrupt(format!(
+                "{key}: value of {length} bytes is above the limit of {MAX_VALUE_BYTES}"
+            ))),
+            other => Err(StoreError::Corrupt(format!(
+                "{key}: unexpected reply {other:?}"
+            ))),
+        };
+        // Redis answered, with data the service cannot serve: counted
+        // beside WRONGTYPE so the dashboard tells data errors apart.
+        if let Err(err) = &parsed {
+            self.command_errors
+                .with_label_values(&["GET", err.kind().label()])
+                .inc();
+        }
+        parsed.map(Some)
     }
 
     async fn put(
@@ -350,6 +441,10 @@ impl Store for RedisStore {
         // Keys carried by the cursor come first, then fresh SCAN batches
         // until the page is full by count or by bytes. Batches are small so
         // that what a page leaves over (and the cursor carries) stays small.
+        // SCAN returns a key more than once when Redis resizes its table
+        // mid-walk: a page never repeats a key (across pages that would take
+        // unbounded state, so a walk is at-least-once there).
+        let mut on_page: HashSet<String> = pending.iter().cloned().collect();
         let mut measured = self.measure(pending, deadline).await?;
         let pattern = format!("{}*", self.prefix);
         for _ in 0..MAX_SCANS_PER_PAGE {
@@ -374,7 +469,8 @@ impl Store for RedisStore {
             let mut keys = Vec::with_capacity(batch.len());
             for full in batch {
                 match self.client_key(full) {
-                    Some(key) => keys.push(key),
+                    Some(key) if on_page.insert(key.clone()) => keys.push(key),
+                    Some(_repeated) => {}
                     None => self.skipped(SKIP_INVALID_KEY),
                 }
             }

@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use items_service::store::MAX_CURSOR_KEYS;
+
 use crate::common::{assert_error, send, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +261,28 @@ async fn bad_list_queries_are_rejected() {
         let (status, body) = stack.get(&format!("/items?{query}")).await;
         assert_error(status, &body, 400, "invalid_query");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_cursor_cannot_multiply_redis_work() {
+    let stack = Stack::start().await;
+    let strlens = r#"redis_app_command_duration_seconds_count{command="STRLEN"}"#;
+    let before = stack.metric(strlens).await;
+    // The service never emits more than about one SCAN batch of keys;
+    // 32 000 carried keys would cost 32 000 STRLENs.
+    let forged = format!("end{}", "~x".repeat(32_000));
+    let (status, body) = stack
+        .get(&format!("/items?limit=1000&cursor={forged}"))
+        .await;
+    assert_error(status, &body, 400, "invalid_query");
+    let most = format!("end{}", "~x".repeat(MAX_CURSOR_KEYS));
+    let (status, body) = stack.get(&format!("/items?limit=1&cursor={most}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        stack.metric(strlens).await - before,
+        1.0,
+        "one pipelined STRLEN exchange, for the accepted cursor only"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,6 +190,54 @@ async fn blackholed_connection_is_replaced_within_two_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackhole_heals_while_every_client_gives_up_first() {
+    let stack =
+        Stack::start_proxied(|config| config.redis_timeout = Duration::from_millis(250)).await;
+    stack.put_item("k", json!(1)).await;
+    stack.proxy().freeze_existing();
+    // Every client gives up at 100 ms, before the 250 ms Redis timeout,
+    // readiness probes included: no request ever waits for the timeout.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let answers = |path: &'static str| {
+        let request = impatient.get(stack.url(path)).send();
+        async move { request.await.is_ok_and(|response| response.status() == 200) }
+    };
+    let took = wait_for(
+        "ready after a blackhole, with impatient clients only",
+        Duration::from_secs(5),
+        || async {
+            answers("/items/k").await;
+            answers("/readyz").await
+        },
+    )
+    .await;
+    println!("blackhole, 100 ms clients only: /readyz 200 again {took:?} after the freeze");
+    assert!(took < Duration::from_secs(2), "recovery took {took:?}");
+    let text = stack.metrics_text().await;
+    let abandoned_timeouts = sample(
+        &text,
+        r#"redis_app_command_errors_total{command="GET",kind="timeout"}"#,
+    )
+    .unwrap();
+    assert!(
+        abandoned_timeouts >= 1.0,
+        "the command its client abandoned was not counted"
+    );
+    let abandoned = sample(
+        &text,
+        r#"http_requests_total{endpoint="/items/{key}",method="GET",status_code="499"}"#,
+    )
+    .unwrap();
+    assert!(
+        abandoned >= 1.0,
+        "no client gave up: the test proves nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_and_refused_connections_heal() {
     let stack = Stack::start_proxied(|_| {}).await;
     stack.put_item("k", json!(1)).await;
@@ -210,6 +258,27 @@ async fn reset_and_refused_connections_heal() {
             .await
             >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_read_after_a_connection_reset_succeeds() {
+    let stack = Stack::start_proxied(|_| {}).await;
+    stack.put_item("k", json!(1)).await;
+    for round in 0..5 {
+        stack.proxy().reset_existing();
+        wait_for(
+            "the reset connection gone",
+            Duration::from_secs(5),
+            || async { stack.proxy().connections() == 0 },
+        )
+        .await;
+        // Redis is fine, only the old socket is dead: a read retries once
+        // on a fresh connection instead of failing.
+        let (status, body) = stack.get("/items/k").await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        let (status, body) = stack.get("/readyz").await;
+        assert_eq!(status, 200, "round {round}: {body}");
+    }
 }
 
 /// `(499 count, duration count)` of `GET /items/{key}`.

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use items_service::store::redis::PAGE_BUDGET_BYTES;
+use items_service::store::redis::{MAX_VALUE_BYTES, PAGE_BUDGET_BYTES};
 use serde_json::json;
 
 use crate::{
@@ -72,22 +72,18 @@ async fn listing_skips_and_counts_foreign_entries() {
     assert_eq!(skipped(&text, "wrong_type"), 3.0, "the hash");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_errors_are_internal_not_an_outage() {
-    let stack = Stack::start().await;
-    let mut redis = stack.redis_connection();
-    redis::cmd("HSET")
-        .arg("items:hash")
-        .arg("f")
-        .arg("v")
-        .exec(&mut redis)
-        .unwrap();
-    redis::cmd("SET")
-        .arg("items:notjson")
-        .arg("{oops")
-        .exec(&mut redis)
-        .unwrap();
-    for path in ["/items/hash", "/items/notjson"] {
+/// `redis_app_command_errors_total{command="GET",kind}`.
+fn get_errors(text: &str, kind: &str) -> f64 {
+    sample(
+        text,
+        &format!(r#"redis_app_command_errors_total{{command="GET",kind="{kind}"}}"#),
+    )
+    .unwrap()
+}
+
+/// Each of `paths` answers 500 `internal` without `Retry-After`.
+async fn assert_internal(stack: &Stack, paths: &[&str]) {
+    for path in paths {
         let response = stack.http.get(stack.url(path)).send().await.unwrap();
         assert!(
             response.headers().get("retry-after").is_none(),
@@ -97,17 +93,93 @@ async fn data_errors_are_internal_not_an_outage() {
         let body = response.json().await.unwrap();
         assert_error(status, &body, 500, "internal");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_errors_are_internal_not_an_outage() {
+    let stack = Stack::start().await;
+    let mut redis = stack.redis_connection();
+    redis::pipe()
+        .cmd("HSET")
+        .arg("items:hash")
+        .arg("f")
+        .arg("v")
+        .cmd("SET")
+        .arg("items:notjson")
+        .arg("{oops")
+        .cmd("SET")
+        .arg("items:binary")
+        .arg(b"\xff\x00".as_slice())
+        .cmd("SET")
+        .arg("items:empty")
+        .arg("")
+        .exec(&mut redis)
+        .unwrap();
+    let paths = [
+        "/items/hash",
+        "/items/notjson",
+        "/items/binary",
+        "/items/empty",
+    ];
+    assert_internal(&stack, &paths).await;
     let text = stack.metrics_text().await;
-    let errors = |kind: &str| {
-        sample(
-            &text,
-            &format!(r#"redis_app_command_errors_total{{command="GET",kind="{kind}"}}"#),
-        )
-        .unwrap()
-    };
-    assert_eq!(errors("data"), 1.0, "WRONGTYPE is a data error");
-    assert_eq!(errors("io") + errors("timeout"), 0.0);
+    assert_eq!(
+        get_errors(&text, "data"),
+        paths.len() as f64,
+        "WRONGTYPE and unreadable values are data errors"
+    );
+    assert_eq!(get_errors(&text, "io") + get_errors(&text, "timeout"), 0.0);
     assert_eq!(stack.get("/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_above_the_size_limit_is_never_read() {
+    // Through the proxy, to see that the connection is kept.
+    let stack = Stack::start_proxied(|_| {}).await;
+    stack.put_item("small", json!(1)).await;
+    // Valid JSON, one byte above what the API could ever have written.
+    let huge = format!("\"{}\"", "x".repeat(MAX_VALUE_BYTES - 1));
+    let mut redis = stack.redis_connection();
+    redis::cmd("SET")
+        .arg("items:huge")
+        .arg(&huge)
+        .exec(&mut redis)
+        .unwrap();
+    assert_internal(&stack, &["/items/huge"]).await;
+    let text = stack.metrics_text().await;
+    assert_eq!(get_errors(&text, "data"), 1.0);
+    assert_eq!(get_errors(&text, "io") + get_errors(&text, "timeout"), 0.0);
+    assert_eq!(
+        stack.proxy().connections(),
+        1,
+        "the connection was replaced"
+    );
+    assert_eq!(stack.get("/items/small").await.1["value"], 1);
+    // The value at the limit is served whole.
+    let largest = format!("\"{}\"", "x".repeat(MAX_VALUE_BYTES - 2));
+    redis::cmd("SET")
+        .arg("items:largest")
+        .arg(&largest)
+        .exec(&mut redis)
+        .unwrap();
+    let (status, body) = stack.get("/items/largest").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["value"].as_str().map(str::len),
+        Some(MAX_VALUE_BYTES - 2)
+    );
+    // Listing agrees with GET: the huge value is skipped, the largest listed.
+    let (status, body) = stack.get("/items?limit=1000").await;
+    assert_eq!(status, 200);
+    let mut keys: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["key"].as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["largest", "small"]);
+    assert_eq!(skipped(&stack.metrics_text().await, "too_large"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,3 +148,37 @@ async fn a_client_that_stops_reading_is_disconnected() {
     assert!(answered < 10, "all {answered} responses were delivered");
     assert_eq!(stack.get("/").await.0, 200, "the service still serves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_abandoned_mid_body_counts_as_499() {
+    const UPLOADS: usize = 5;
+    let stack = Stack::start().await;
+    let posts = |status: &str| {
+        format!(r#"http_requests_total{{endpoint="/items",method="POST",status_code="{status}"}}"#)
+    };
+    for _ in 0..UPLOADS {
+        let mut stream = TcpStream::connect(stack.service.addr)
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                b"POST /items HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+                  Content-Length: 100\r\n\r\n{\"key\":",
+            )
+            .await
+            .expect("write");
+        // Closed with 93 body bytes still owed.
+    }
+    wait_for(
+        "abandoned uploads counted as 499",
+        Duration::from_secs(5),
+        || async { stack.metric(&posts("499")).await >= UPLOADS as f64 },
+    )
+    .await;
+    assert_eq!(stack.metric(&posts("499")).await, UPLOADS as f64);
+    assert_eq!(
+        stack.metric(&posts("400")).await,
+        0.0,
+        "a client that left is not a bad request"
+    );
+}
