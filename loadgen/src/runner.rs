@@ -130,6 +130,9 @@ pub async fn run(
         },
     )
     .await?;
+    // Every series the run can know of exists (at 0) from here on.
+    let recorder = metrics.as_ref().map(|m| m.telemetry().recorder(&plan));
+    let series_created_at = unix_seconds(SystemTime::now());
     let target = Arc::new(Target::resolve(&options.target).await?);
     client::preflight(&target).await?;
     verifier.preflight().await?;
@@ -147,10 +150,23 @@ pub async fn run(
     .await
     .context("preload")?;
     verifier.before().await?;
+    let prometheus = Prometheus::new(&options.prometheus);
+    if let Some(metrics) = &metrics {
+        // Prometheus sees the series at 0 before the first request, so
+        // rate() and increase() count the first requests too.
+        let scraped =
+            scrape::wait_for_scrape(&prometheus, metrics.addr(), series_created_at, &cancel).await;
+        if let scrape::FinalScrape::Missed { instance, waited } = scraped {
+            writeln!(
+                out,
+                "warning: Prometheus did not scrape loadgen's metrics (job \"{}\", instance {instance}) within {waited:.0?} before the run: rate() may miss the first requests",
+                scrape::JOB
+            )?;
+        }
+    }
 
     let (events, receiver) = mpsc::channel(64 * 1024);
     let names = plan.phases.iter().map(|phase| phase.name.clone()).collect();
-    let recorder = metrics.as_ref().map(|m| m.telemetry().recorder(&plan));
     let aggregator_task = tokio::spawn(aggregate::run(
         Aggregator::new(&plan, progress).with_telemetry(recorder),
         receiver,
@@ -179,6 +195,13 @@ pub async fn run(
     let ended = SystemTime::now();
     let mut aggregator = aggregator_task.await.context("aggregator task")?;
     let metrics_final_at = unix_seconds(SystemTime::now());
+    let mut notes = Vec::new();
+    if let (Some(metrics), false) = (&metrics, cancel.is_cancelled()) {
+        // Ctrl-C here interrupts the run as well: exit 130, with a warning.
+        let scraped =
+            scrape::wait_for_scrape(&prometheus, metrics.addr(), metrics_final_at, &cancel).await;
+        notes.extend(scraped.warning());
+    }
     let fatal = aggregator.fatal();
     let interrupted = cancel.is_cancelled() && fatal.is_none();
 
@@ -193,14 +216,7 @@ pub async fn run(
         );
     }
 
-    let mut notes = verifier.notes();
-    if let (Some(metrics), false) = (&metrics, interrupted) {
-        let prometheus = Prometheus::new(&options.prometheus);
-        let scraped =
-            scrape::wait_for_final_scrape(&prometheus, metrics.addr(), metrics_final_at, &cancel)
-                .await;
-        notes.extend(scraped.warning());
-    }
+    notes.extend(verifier.notes());
 
     writeln!(
         out,
@@ -244,7 +260,6 @@ pub async fn run(
     };
     if options.out.is_some() || options.html.is_some() {
         let server = if plan.expect.needs_prometheus() && !interrupted && exit != Exit::Error {
-            let prometheus = Prometheus::new(&options.prometheus);
             report::server::fetch(&prometheus, started, ended)
                 .await
                 .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))

@@ -255,14 +255,32 @@ impl Telemetry {
                     &self.labels.scenario,
                     &phase.name,
                 ];
+                let open_loop = matches!(
+                    phase.executor,
+                    Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. }
+                );
                 let ops = OpKind::ALL
                     .iter()
                     .map(|op| {
                         let labels = [common[0], common[1], common[2], op.name()];
-                        (plan.mix[op.index()] > 0).then(|| OpMetrics {
-                            labels: labels.map(str::to_owned),
-                            duration: self.duration.with_label_values(&labels).local(),
-                            statuses: Vec::new(),
+                        (plan.mix[op.index()] > 0).then(|| {
+                            let mut metrics = OpMetrics {
+                                labels: labels.map(str::to_owned),
+                                duration: self.duration.with_label_values(&labels).local(),
+                                statuses: Vec::new(),
+                            };
+                            // Every status known in advance exists at 0, so
+                            // rate() and increase() see its first requests
+                            // (a burst shorter than a scrape interval too).
+                            let expected = Status::Http(expected_status(*op, plan));
+                            let dropped = open_loop.then_some(Status::Dropped);
+                            for status in [expected, Status::Timeout, Status::Io]
+                                .into_iter()
+                                .chain(dropped)
+                            {
+                                metrics.counter(&self.requests, status);
+                            }
+                            metrics
                         })
                     })
                     .collect();
@@ -327,6 +345,28 @@ struct OpMetrics {
 }
 
 impl OpMetrics {
+    /// The counter of `status`, created (at 0) on first use.
+    fn counter(&mut self, requests: &IntCounterVec, status: Status) -> &LocalIntCounter {
+        let index = match self.statuses.iter().position(|(known, _)| *known == status) {
+            Some(index) => index,
+            None => {
+                let [run_id, scenario, phase, operation] = &self.labels;
+                let counter = requests
+                    .with_label_values(&[
+                        run_id.as_str(),
+                        scenario,
+                        phase,
+                        operation,
+                        &status.label(),
+                    ])
+                    .local();
+                self.statuses.push((status, counter));
+                self.statuses.len() - 1
+            }
+        };
+        &self.statuses[index].1
+    }
+
     fn flush(&self) {
         self.duration.flush();
         for (_, counter) in &self.statuses {
@@ -397,23 +437,7 @@ impl Recorder {
         let Some(op) = &mut self.phases[phase].ops[op.index()] else {
             return;
         };
-        match op.statuses.iter().find(|(known, _)| *known == status) {
-            Some((_, counter)) => counter.inc(),
-            None => {
-                let [run_id, scenario, phase, operation] = &op.labels;
-                let counter = requests
-                    .with_label_values(&[
-                        run_id.as_str(),
-                        scenario,
-                        phase,
-                        operation,
-                        &status.label(),
-                    ])
-                    .local();
-                counter.inc();
-                op.statuses.push((status, counter));
-            }
-        }
+        op.counter(requests, status).inc();
     }
 
     /// Publishes the local counts to the registry (what a scrape sees).
@@ -456,6 +480,18 @@ impl Recorder {
         metrics
             .target_rate
             .set(offered_rate(&metrics.executor, elapsed));
+    }
+}
+
+/// The status a request of `op` expects (deletes: the first ones' 204;
+/// a delete past the pool expects 404, which appears when seen).
+fn expected_status(op: OpKind, plan: &Plan) -> u16 {
+    match op {
+        OpKind::GetHit | OpKind::List | OpKind::Root => 200,
+        OpKind::GetMiss => 404,
+        OpKind::Put => 201,
+        OpKind::Delete => 204,
+        OpKind::Fault => plan.fault.status,
     }
 }
 

@@ -3,6 +3,10 @@
 //! `loadgen_phase_active` going to 0) would never reach Grafana, and the
 //! counters Prometheus holds would be short of the client's exact counts.
 //!
+//! Before the first request it also waits for one scrape, so every
+//! series (pre-created at 0) is known to Prometheus at 0 and `rate()` or
+//! `increase()` see the first requests too.
+//!
 //! Only when Prometheus actually scrapes this process (an active target
 //! of job `loadgen` on our port); otherwise nothing to wait for.
 
@@ -24,8 +28,10 @@ const MAX_WAIT: Duration = Duration::from_secs(70);
 /// How the wait for the final scrape ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FinalScrape {
-    /// Prometheus has no `loadgen` target on this port (or is unreachable).
+    /// Prometheus has no `loadgen` target on this port.
     NotScraped,
+    /// Prometheus did not answer (down, hung, wrong address).
+    Unreachable,
     /// A successful scrape started at this Unix time, after the end.
     Scraped {
         instance: String,
@@ -46,7 +52,13 @@ impl FinalScrape {
             FinalScrape::Missed { instance, waited } => Some(format!(
                 "warning: Prometheus did not scrape loadgen's metrics (job \"{JOB}\", instance {instance}) within {waited:.0?} after the run: its final values are missing there"
             )),
-            _ => None,
+            FinalScrape::Unreachable => Some(format!(
+                "note: Prometheus did not answer: loadgen's final values may be missing there if it scrapes job \"{JOB}\""
+            )),
+            FinalScrape::Cancelled => Some(
+                "warning: interrupted while waiting for Prometheus' final scrape: loadgen's final values may be missing there".to_owned(),
+            ),
+            FinalScrape::NotScraped | FinalScrape::Scraped { .. } => None,
         }
     }
 }
@@ -59,15 +71,20 @@ fn url_port(url: &str) -> Option<u16> {
 }
 
 /// Waits until Prometheus has scraped our `addr` successfully at a time
-/// after `after` (Unix seconds: when the final values were set).
-pub async fn wait_for_final_scrape(
+/// after `after` (Unix seconds: when the final values were set, or when
+/// the series were created).
+pub async fn wait_for_scrape(
     prometheus: &Prometheus,
     addr: SocketAddr,
     after: f64,
     cancel: &CancellationToken,
 ) -> FinalScrape {
-    let Ok(targets) = prometheus.targets().await else {
-        return FinalScrape::NotScraped;
+    let targets = tokio::select! {
+        targets = prometheus.targets() => targets,
+        () = cancel.cancelled() => return FinalScrape::Cancelled,
+    };
+    let Ok(targets) = targets else {
+        return FinalScrape::Unreachable;
     };
     let Some(target) = targets
         .iter()
@@ -83,7 +100,11 @@ pub async fn wait_for_final_scrape(
     let query = format!("timestamp({selector}) and {selector} == 1");
     let started = Instant::now();
     loop {
-        if let Ok(samples) = prometheus.query(&query, None).await {
+        let samples = tokio::select! {
+            samples = prometheus.query(&query, None) => samples,
+            () = cancel.cancelled() => return FinalScrape::Cancelled,
+        };
+        if let Ok(samples) = samples {
             if let Some(at) = samples.iter().map(|s| s.value).find(|at| *at > after) {
                 return FinalScrape::Scraped { instance, at };
             }

@@ -195,6 +195,22 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
     assert_eq!(info[0].labels["scenario"], "watched");
     assert_eq!(info[0].labels["seed"], "3");
     assert_eq!(info[0].labels["target"], service.url());
+    // Every series was scraped at 0 before its first request, so rate()
+    // and increase() see every request (even a burst within one scrape).
+    let late = prometheus
+        .query(
+            &format!("min_over_time(loadgen_requests_total{{{run}}}[5m]) > 0"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(late.is_empty(), "series first seen above 0: {late:?}");
+    let seen = value(
+        &prometheus,
+        &format!("sum(max_over_time(loadgen_requests_total{{{run}}}[5m]) - min_over_time(loadgen_requests_total{{{run}}}[5m]))"),
+    )
+    .await;
+    assert_eq!(seen, (requests + dropped) as f64, "increases seen");
     let statuses: BTreeSet<String> = prometheus
         .query(
             &format!("count by (status) (loadgen_requests_total{{{run}}})"),
@@ -207,7 +223,9 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
         .collect();
     assert_eq!(
         statuses,
-        ["200", "404", "503", "dropped"].map(String::from).into()
+        ["200", "404", "503", "dropped", "io", "timeout"]
+            .map(String::from)
+            .into()
     );
     // Last (the series above go stale once loadgen has stopped): the
     // server's side over time made it into the report and its page.
