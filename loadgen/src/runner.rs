@@ -107,6 +107,21 @@ pub trait Verifier {
     }
 }
 
+/// Opens `path` for writing without changing it (a file created here is
+/// removed again: the report is written at the end).
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// Runs `plan` and prints the summary and checks to `out`.
 pub async fn run(
     mut plan: Plan,
@@ -117,6 +132,10 @@ pub async fn run(
 ) -> anyhow::Result<RunResult> {
     if let Some(seed) = options.seed {
         plan.seed = seed;
+    }
+    // An unwritable output is found now, not after the whole run.
+    for path in [&options.out, &options.html].into_iter().flatten() {
+        check_writable(path)?;
     }
     let run_id = telemetry::run_id(SystemTime::now());
     // Bound first: a busy port fails the run before anything is sent.
@@ -195,14 +214,17 @@ pub async fn run(
     let ended = SystemTime::now();
     let mut aggregator = aggregator_task.await.context("aggregator task")?;
     let metrics_final_at = unix_seconds(SystemTime::now());
+    let fatal = aggregator.fatal();
     let mut notes = Vec::new();
-    if let (Some(metrics), false) = (&metrics, cancel.is_cancelled()) {
+    if let (Some(metrics), None) = (&metrics, &fatal) {
         // Ctrl-C here interrupts the run as well: exit 130, with a warning.
-        let scraped =
-            scrape::wait_for_scrape(&prometheus, metrics.addr(), metrics_final_at, &cancel).await;
+        let scraped = if cancel.is_cancelled() {
+            scrape::FinalScrape::Cancelled
+        } else {
+            scrape::wait_for_scrape(&prometheus, metrics.addr(), metrics_final_at, &cancel).await
+        };
         notes.extend(scraped.warning());
     }
-    let fatal = aggregator.fatal();
     let interrupted = cancel.is_cancelled() && fatal.is_none();
 
     let summary = aggregator.summary(&plan, interrupted);

@@ -58,14 +58,33 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Listen(pub Option<SocketAddr>);
 
-/// Parses `--metrics-listen`: `off`, or an `IP:PORT` to listen on.
+/// Parses `--metrics-listen`: `off`, or an `IP:PORT` or `HOST:PORT` to
+/// listen on (a host name resolves now, IPv4 first: `localhost:9465`).
 pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    use std::net::ToSocketAddrs;
     if text.eq_ignore_ascii_case("off") {
         return Ok(Listen(None));
     }
-    text.parse().map(|addr| Listen(Some(addr))).map_err(|_| {
-        format!("`{text}` is neither `off` nor an IP:PORT address such as {DEFAULT_LISTEN}")
-    })
+    if let Ok(addr) = text.parse() {
+        return Ok(Listen(Some(addr)));
+    }
+    let usage = || {
+        format!("`{text}` is neither `off` nor an IP:PORT or HOST:PORT address such as {DEFAULT_LISTEN}")
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(usage());
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve `{host}` for --metrics-listen: {err}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .map(|addr| Listen(Some(*addr)))
+        .ok_or_else(|| format!("`{host}` has no address for --metrics-listen"))
 }
 
 /// An id that sorts by time and reads well as a Grafana tag: the UTC
@@ -547,6 +566,14 @@ mod tests {
             Ok(Listen(Some("127.0.0.1:0".parse().unwrap())))
         );
         assert!(parse_listen("9465").unwrap_err().contains("neither `off`"));
+        assert!(parse_listen(":9465").unwrap_err().contains("neither `off`"));
+        assert!(parse_listen("localhost:99999")
+            .unwrap_err()
+            .contains("neither `off`"));
+        assert_eq!(
+            parse_listen("localhost:0"),
+            Ok(Listen(Some("127.0.0.1:0".parse().unwrap())))
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::verify::prometheus::{parse_prom_duration, Prometheus};
+use crate::verify::prometheus::{parse_prom_duration, ApiError, Prometheus};
 
 /// Prometheus job name of loadgen's metrics (SPEC §10).
 pub const JOB: &str = "loadgen";
@@ -28,20 +28,16 @@ const MAX_WAIT: Duration = Duration::from_secs(70);
 /// How the wait for the final scrape ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FinalScrape {
-    /// Prometheus has no `loadgen` target on this port.
+    /// Prometheus has no `loadgen` target on this port, or there is no
+    /// Prometheus (connection refused: nothing to warn about).
     NotScraped,
-    /// Prometheus did not answer (down, hung, wrong address).
-    Unreachable,
+    /// Prometheus did not answer properly (hung, an HTTP error): the error.
+    Unreachable(String),
     /// A successful scrape started at this Unix time, after the end.
-    Scraped {
-        instance: String,
-        at: f64,
-    },
+    Scraped { instance: String, at: f64 },
     /// Scraped during the run, but no successful scrape came in time.
-    Missed {
-        instance: String,
-        waited: Duration,
-    },
+    Missed { instance: String, waited: Duration },
+    /// Interrupted (Ctrl-C) before or during the wait.
     Cancelled,
 }
 
@@ -52,11 +48,11 @@ impl FinalScrape {
             FinalScrape::Missed { instance, waited } => Some(format!(
                 "warning: Prometheus did not scrape loadgen's metrics (job \"{JOB}\", instance {instance}) within {waited:.0?} after the run: its final values are missing there"
             )),
-            FinalScrape::Unreachable => Some(format!(
-                "note: Prometheus did not answer: loadgen's final values may be missing there if it scrapes job \"{JOB}\""
+            FinalScrape::Unreachable(error) => Some(format!(
+                "note: not waiting for Prometheus' final scrape ({error}): if it scrapes job \"{JOB}\", loadgen's final values may be missing there"
             )),
             FinalScrape::Cancelled => Some(
-                "warning: interrupted while waiting for Prometheus' final scrape: loadgen's final values may be missing there".to_owned(),
+                "warning: interrupted before Prometheus' final scrape of loadgen's metrics: their final values may be missing there".to_owned(),
             ),
             FinalScrape::NotScraped | FinalScrape::Scraped { .. } => None,
         }
@@ -83,8 +79,14 @@ pub async fn wait_for_scrape(
         targets = prometheus.targets() => targets,
         () = cancel.cancelled() => return FinalScrape::Cancelled,
     };
-    let Ok(targets) = targets else {
-        return FinalScrape::Unreachable;
+    let targets = match targets {
+        Ok(targets) => targets,
+        Err(ApiError::Unreachable { source, .. })
+            if source.is_connect() && !source.is_timeout() =>
+        {
+            return FinalScrape::NotScraped
+        }
+        Err(err) => return FinalScrape::Unreachable(err.to_string()),
     };
     let Some(target) = targets
         .iter()
