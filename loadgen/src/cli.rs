@@ -46,8 +46,8 @@ pub struct PrometheusArgs {
 /// Watching a run (SPEC §10): loadgen's own metrics and the HTML report.
 #[derive(Debug, Args, Clone)]
 pub struct WatchArgs {
-    /// Serve loadgen's own Prometheus metrics on this IP:PORT during the
-    /// run (`off` disables).
+    /// Serve loadgen's own Prometheus metrics on this IP:PORT or HOST:PORT
+    /// during the run (`off` disables).
     #[arg(
         long,
         env = "LOADGEN_METRICS_LISTEN",

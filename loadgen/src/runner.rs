@@ -107,6 +107,21 @@ pub trait Verifier {
     }
 }
 
+/// Opens `path` for writing without changing it (a file created here is
+/// removed again: the report is written at the end).
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// Runs `plan` and prints the summary and checks to `out`.
 pub async fn run(
     mut plan: Plan,
@@ -117,6 +132,10 @@ pub async fn run(
 ) -> anyhow::Result<RunResult> {
     if let Some(seed) = options.seed {
         plan.seed = seed;
+    }
+    // An unwritable output is found now, not after the whole run.
+    for path in [&options.out, &options.html].into_iter().flatten() {
+        check_writable(path)?;
     }
     let run_id = telemetry::run_id(SystemTime::now());
     // Bound first: a busy port fails the run before anything is sent.
@@ -130,6 +149,9 @@ pub async fn run(
         },
     )
     .await?;
+    // Every series the run can know of exists (at 0) from here on.
+    let recorder = metrics.as_ref().map(|m| m.telemetry().recorder(&plan));
+    let series_created_at = unix_seconds(SystemTime::now());
     let target = Arc::new(Target::resolve(&options.target).await?);
     client::preflight(&target).await?;
     verifier.preflight().await?;
@@ -147,10 +169,23 @@ pub async fn run(
     .await
     .context("preload")?;
     verifier.before().await?;
+    let prometheus = Prometheus::new(&options.prometheus);
+    if let Some(metrics) = &metrics {
+        // Prometheus sees the series at 0 before the first request, so
+        // rate() and increase() count the first requests too.
+        let scraped =
+            scrape::wait_for_scrape(&prometheus, metrics.addr(), series_created_at, &cancel).await;
+        if let scrape::FinalScrape::Missed { instance, waited } = scraped {
+            writeln!(
+                out,
+                "warning: Prometheus did not scrape loadgen's metrics (job \"{}\", instance {instance}) within {waited:.0?} before the run: rate() may miss the first requests",
+                scrape::JOB
+            )?;
+        }
+    }
 
     let (events, receiver) = mpsc::channel(64 * 1024);
     let names = plan.phases.iter().map(|phase| phase.name.clone()).collect();
-    let recorder = metrics.as_ref().map(|m| m.telemetry().recorder(&plan));
     let aggregator_task = tokio::spawn(aggregate::run(
         Aggregator::new(&plan, progress).with_telemetry(recorder),
         receiver,
@@ -180,6 +215,16 @@ pub async fn run(
     let mut aggregator = aggregator_task.await.context("aggregator task")?;
     let metrics_final_at = unix_seconds(SystemTime::now());
     let fatal = aggregator.fatal();
+    let mut notes = Vec::new();
+    if let (Some(metrics), None) = (&metrics, &fatal) {
+        // Ctrl-C here interrupts the run as well: exit 130, with a warning.
+        let scraped = if cancel.is_cancelled() {
+            scrape::FinalScrape::Cancelled
+        } else {
+            scrape::wait_for_scrape(&prometheus, metrics.addr(), metrics_final_at, &cancel).await
+        };
+        notes.extend(scraped.warning());
+    }
     let interrupted = cancel.is_cancelled() && fatal.is_none();
 
     let summary = aggregator.summary(&plan, interrupted);
@@ -193,14 +238,7 @@ pub async fn run(
         );
     }
 
-    let mut notes = verifier.notes();
-    if let (Some(metrics), false) = (&metrics, interrupted) {
-        let prometheus = Prometheus::new(&options.prometheus);
-        let scraped =
-            scrape::wait_for_final_scrape(&prometheus, metrics.addr(), metrics_final_at, &cancel)
-                .await;
-        notes.extend(scraped.warning());
-    }
+    notes.extend(verifier.notes());
 
     writeln!(
         out,
@@ -210,7 +248,10 @@ pub async fn run(
     if !options.quiet {
         report::write_summary(out, &summary)?;
     }
-    report::write_checks(out, &checks)?;
+    if !interrupted {
+        // Interrupted: the final line says the checks were not evaluated.
+        report::write_checks(out, &checks)?;
+    }
     for note in notes {
         writeln!(out, "{note}")?;
     }
@@ -244,7 +285,6 @@ pub async fn run(
     };
     if options.out.is_some() || options.html.is_some() {
         let server = if plan.expect.needs_prometheus() && !interrupted && exit != Exit::Error {
-            let prometheus = Prometheus::new(&options.prometheus);
             report::server::fetch(&prometheus, started, ended)
                 .await
                 .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))

@@ -54,10 +54,21 @@ pub enum ReportError {
 
 /// Checks that `report` is a loadgen report this version can render.
 pub fn validate(report: &Value, path: &str) -> Result<(), ReportError> {
+    // serde reads a struct from an array too: insist on objects.
+    let not_an_object = |what: &str| ReportError::NotAReport {
+        path: path.to_owned(),
+        message: format!("{what} must be a JSON object"),
+    };
+    if !report.is_object() {
+        return Err(not_an_object("the report"));
+    }
     let shape = Shape::deserialize(report).map_err(|err| ReportError::NotAReport {
         path: path.to_owned(),
         message: err.to_string(),
     })?;
+    if !report["summary"].is_object() {
+        return Err(not_an_object("`summary`"));
+    }
     match shape.schema_version {
         0 => Err(ReportError::NotAReport {
             path: path.to_owned(),
@@ -90,13 +101,41 @@ pub fn render(report: &Value) -> String {
     let data = serde_json::to_string(report)
         .expect("a JSON value serialises")
         .replace('<', "\\u003c");
-    TEMPLATE
-        .replace("{{title}}", &escape_html(&title))
-        .replace("{{uplot_css}}", UPLOT_CSS)
-        .replace("{{style}}", STYLE)
-        .replace("{{uplot_js}}", UPLOT_JS)
-        .replace("{{script}}", SCRIPT)
-        .replace("{{report}}", &data)
+    fill(
+        TEMPLATE,
+        &[
+            ("title", &escape_html(&title)),
+            ("uplot_css", UPLOT_CSS),
+            ("style", STYLE),
+            ("uplot_js", UPLOT_JS),
+            ("script", SCRIPT),
+            ("report", &data),
+        ],
+    )
+}
+
+/// Replaces each `{{name}}` of `template` in one pass: the inserted texts
+/// (report text among them) are never searched for placeholders.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut page =
+        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let end = rest[start..]
+            .find("}}")
+            .map(|end| start + end)
+            .expect("template placeholders are closed");
+        let name = &rest[start + 2..end];
+        let value = values
+            .iter()
+            .find(|(known, _)| *known == name)
+            .unwrap_or_else(|| panic!("template placeholder {{{{{name}}}}} has no value"));
+        page.push_str(&rest[..start]);
+        page.push_str(value.1);
+        rest = &rest[end + 2..];
+    }
+    page.push_str(rest);
+    page
 }
 
 /// Writes the page for `report` to `path`.
@@ -139,6 +178,19 @@ mod tests {
     }
 
     #[test]
+    fn report_text_is_not_searched_for_placeholders() {
+        let report = serde_json::json!({
+            "schema_version": 2,
+            "scenario": "{{uplot_js}}{{report}}",
+            "description": "{{script}}",
+        });
+        let page = render(&report);
+        assert!(page.contains("<title>loadgen report: {{uplot_js}}{{report}}</title>"));
+        assert_eq!(page.matches(UPLOT_JS).count(), 1, "uPlot once");
+        assert_eq!(page.matches(SCRIPT).count(), 1, "the script once");
+    }
+
+    #[test]
     fn validation_names_the_problem() {
         let report: Value =
             serde_json::from_str(include_str!("../../tests/fixtures/reports/v1.json")).unwrap();
@@ -155,6 +207,13 @@ mod tests {
         assert!(
             error.starts_with("b.json is not a loadgen JSON report: "),
             "{error}"
+        );
+        // serde would read the five fields from an array.
+        let array = serde_json::json!([2, "x", true, [], [0, [], [], []]]);
+        let error = validate(&array, "a.json").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "a.json is not a loadgen JSON report: the report must be a JSON object"
         );
     }
 }

@@ -468,12 +468,26 @@ fn validate_phases(
         return Vec::new();
     };
     let mut result = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for (index, phase) in phases.get_ref().iter().enumerate() {
         let raw = phase.get_ref();
         let name = raw
             .name
             .as_ref()
             .map_or_else(|| format!("phase-{}", index + 1), |n| n.get_ref().clone());
+        // The phase label of loadgen's metrics and the report's regions:
+        // two phases of one name would merge there.
+        if let Some(first) = names.iter().position(|known| *known == name) {
+            v.error_hint(
+                span_of(&raw.name).or(Some(phase.span())),
+                format!("duplicate phase name `{name}`"),
+                format!(
+                    "phase {} already has it; give every phase its own name",
+                    first + 1
+                ),
+            );
+        }
+        names.push(name.clone());
         let Some(executor_name) = v
             .required(&raw.executor, Some(phase.span()), "executor")
             .and_then(|executor| v.choice(executor, "executor", EXECUTORS))

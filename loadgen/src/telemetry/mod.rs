@@ -58,14 +58,33 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Listen(pub Option<SocketAddr>);
 
-/// Parses `--metrics-listen`: `off`, or an `IP:PORT` to listen on.
+/// Parses `--metrics-listen`: `off`, or an `IP:PORT` or `HOST:PORT` to
+/// listen on (a host name resolves now, IPv4 first: `localhost:9465`).
 pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    use std::net::ToSocketAddrs;
     if text.eq_ignore_ascii_case("off") {
         return Ok(Listen(None));
     }
-    text.parse().map(|addr| Listen(Some(addr))).map_err(|_| {
-        format!("`{text}` is neither `off` nor an IP:PORT address such as {DEFAULT_LISTEN}")
-    })
+    if let Ok(addr) = text.parse() {
+        return Ok(Listen(Some(addr)));
+    }
+    let usage = || {
+        format!("`{text}` is neither `off` nor an IP:PORT or HOST:PORT address such as {DEFAULT_LISTEN}")
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(usage)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(usage());
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve `{host}` for --metrics-listen: {err}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .map(|addr| Listen(Some(*addr)))
+        .ok_or_else(|| format!("`{host}` has no address for --metrics-listen"))
 }
 
 /// An id that sorts by time and reads well as a Grafana tag: the UTC
@@ -255,14 +274,32 @@ impl Telemetry {
                     &self.labels.scenario,
                     &phase.name,
                 ];
+                let open_loop = matches!(
+                    phase.executor,
+                    Executor::ConstantArrivalRate { .. } | Executor::RampingArrivalRate { .. }
+                );
                 let ops = OpKind::ALL
                     .iter()
                     .map(|op| {
                         let labels = [common[0], common[1], common[2], op.name()];
-                        (plan.mix[op.index()] > 0).then(|| OpMetrics {
-                            labels: labels.map(str::to_owned),
-                            duration: self.duration.with_label_values(&labels).local(),
-                            statuses: Vec::new(),
+                        (plan.mix[op.index()] > 0).then(|| {
+                            let mut metrics = OpMetrics {
+                                labels: labels.map(str::to_owned),
+                                duration: self.duration.with_label_values(&labels).local(),
+                                statuses: Vec::new(),
+                            };
+                            // Every status known in advance exists at 0, so
+                            // rate() and increase() see its first requests
+                            // (a burst shorter than a scrape interval too).
+                            let expected = Status::Http(expected_status(*op, plan));
+                            let dropped = open_loop.then_some(Status::Dropped);
+                            for status in [expected, Status::Timeout, Status::Io]
+                                .into_iter()
+                                .chain(dropped)
+                            {
+                                metrics.counter(&self.requests, status);
+                            }
+                            metrics
                         })
                     })
                     .collect();
@@ -327,6 +364,28 @@ struct OpMetrics {
 }
 
 impl OpMetrics {
+    /// The counter of `status`, created (at 0) on first use.
+    fn counter(&mut self, requests: &IntCounterVec, status: Status) -> &LocalIntCounter {
+        let index = match self.statuses.iter().position(|(known, _)| *known == status) {
+            Some(index) => index,
+            None => {
+                let [run_id, scenario, phase, operation] = &self.labels;
+                let counter = requests
+                    .with_label_values(&[
+                        run_id.as_str(),
+                        scenario,
+                        phase,
+                        operation,
+                        &status.label(),
+                    ])
+                    .local();
+                self.statuses.push((status, counter));
+                self.statuses.len() - 1
+            }
+        };
+        &self.statuses[index].1
+    }
+
     fn flush(&self) {
         self.duration.flush();
         for (_, counter) in &self.statuses {
@@ -397,23 +456,7 @@ impl Recorder {
         let Some(op) = &mut self.phases[phase].ops[op.index()] else {
             return;
         };
-        match op.statuses.iter().find(|(known, _)| *known == status) {
-            Some((_, counter)) => counter.inc(),
-            None => {
-                let [run_id, scenario, phase, operation] = &op.labels;
-                let counter = requests
-                    .with_label_values(&[
-                        run_id.as_str(),
-                        scenario,
-                        phase,
-                        operation,
-                        &status.label(),
-                    ])
-                    .local();
-                counter.inc();
-                op.statuses.push((status, counter));
-            }
-        }
+        op.counter(requests, status).inc();
     }
 
     /// Publishes the local counts to the registry (what a scrape sees).
@@ -456,6 +499,18 @@ impl Recorder {
         metrics
             .target_rate
             .set(offered_rate(&metrics.executor, elapsed));
+    }
+}
+
+/// The status a request of `op` expects (deletes: the first ones' 204;
+/// a delete past the pool expects 404, which appears when seen).
+fn expected_status(op: OpKind, plan: &Plan) -> u16 {
+    match op {
+        OpKind::GetHit | OpKind::List | OpKind::Root => 200,
+        OpKind::GetMiss => 404,
+        OpKind::Put => 201,
+        OpKind::Delete => 204,
+        OpKind::Fault => plan.fault.status,
     }
 }
 
@@ -511,6 +566,14 @@ mod tests {
             Ok(Listen(Some("127.0.0.1:0".parse().unwrap())))
         );
         assert!(parse_listen("9465").unwrap_err().contains("neither `off`"));
+        assert!(parse_listen(":9465").unwrap_err().contains("neither `off`"));
+        assert!(parse_listen("localhost:99999")
+            .unwrap_err()
+            .contains("neither `off`"));
+        assert_eq!(
+            parse_listen("localhost:0"),
+            Ok(Listen(Some("127.0.0.1:0".parse().unwrap())))
+        );
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! `loadgen_phase_active` going to 0) would never reach Grafana, and the
 //! counters Prometheus holds would be short of the client's exact counts.
 //!
+//! Before the first request it also waits for one scrape, so every
+//! series (pre-created at 0) is known to Prometheus at 0 and `rate()` or
+//! `increase()` see the first requests too.
+//!
 //! Only when Prometheus actually scrapes this process (an active target
 //! of job `loadgen` on our port); otherwise nothing to wait for.
 
@@ -13,7 +17,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::verify::prometheus::{parse_prom_duration, Prometheus};
+use crate::verify::prometheus::{parse_prom_duration, ApiError, Prometheus};
 
 /// Prometheus job name of loadgen's metrics (SPEC §10).
 pub const JOB: &str = "loadgen";
@@ -24,18 +28,16 @@ const MAX_WAIT: Duration = Duration::from_secs(70);
 /// How the wait for the final scrape ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FinalScrape {
-    /// Prometheus has no `loadgen` target on this port (or is unreachable).
+    /// Prometheus has no `loadgen` target on this port, or there is no
+    /// Prometheus (connection refused: nothing to warn about).
     NotScraped,
+    /// Prometheus did not answer properly (hung, an HTTP error): the error.
+    Unreachable(String),
     /// A successful scrape started at this Unix time, after the end.
-    Scraped {
-        instance: String,
-        at: f64,
-    },
+    Scraped { instance: String, at: f64 },
     /// Scraped during the run, but no successful scrape came in time.
-    Missed {
-        instance: String,
-        waited: Duration,
-    },
+    Missed { instance: String, waited: Duration },
+    /// Interrupted (Ctrl-C) before or during the wait.
     Cancelled,
 }
 
@@ -46,7 +48,13 @@ impl FinalScrape {
             FinalScrape::Missed { instance, waited } => Some(format!(
                 "warning: Prometheus did not scrape loadgen's metrics (job \"{JOB}\", instance {instance}) within {waited:.0?} after the run: its final values are missing there"
             )),
-            _ => None,
+            FinalScrape::Unreachable(error) => Some(format!(
+                "note: not waiting for Prometheus' final scrape ({error}): if it scrapes job \"{JOB}\", loadgen's final values may be missing there"
+            )),
+            FinalScrape::Cancelled => Some(
+                "warning: interrupted before Prometheus' final scrape of loadgen's metrics: their final values may be missing there".to_owned(),
+            ),
+            FinalScrape::NotScraped | FinalScrape::Scraped { .. } => None,
         }
     }
 }
@@ -59,15 +67,26 @@ fn url_port(url: &str) -> Option<u16> {
 }
 
 /// Waits until Prometheus has scraped our `addr` successfully at a time
-/// after `after` (Unix seconds: when the final values were set).
-pub async fn wait_for_final_scrape(
+/// after `after` (Unix seconds: when the final values were set, or when
+/// the series were created).
+pub async fn wait_for_scrape(
     prometheus: &Prometheus,
     addr: SocketAddr,
     after: f64,
     cancel: &CancellationToken,
 ) -> FinalScrape {
-    let Ok(targets) = prometheus.targets().await else {
-        return FinalScrape::NotScraped;
+    let targets = tokio::select! {
+        targets = prometheus.targets() => targets,
+        () = cancel.cancelled() => return FinalScrape::Cancelled,
+    };
+    let targets = match targets {
+        Ok(targets) => targets,
+        Err(ApiError::Unreachable { source, .. })
+            if source.is_connect() && !source.is_timeout() =>
+        {
+            return FinalScrape::NotScraped
+        }
+        Err(err) => return FinalScrape::Unreachable(err.to_string()),
     };
     let Some(target) = targets
         .iter()
@@ -83,7 +102,11 @@ pub async fn wait_for_final_scrape(
     let query = format!("timestamp({selector}) and {selector} == 1");
     let started = Instant::now();
     loop {
-        if let Ok(samples) = prometheus.query(&query, None).await {
+        let samples = tokio::select! {
+            samples = prometheus.query(&query, None) => samples,
+            () = cancel.cancelled() => return FinalScrape::Cancelled,
+        };
+        if let Ok(samples) = samples {
             if let Some(at) = samples.iter().map(|s| s.value).find(|at| *at > after) {
                 return FinalScrape::Scraped { instance, at };
             }

@@ -124,3 +124,29 @@ async fn one_hundred_thirty_on_ctrl_c_with_a_partial_summary() {
     );
     assert!(stdout.contains("│ get_hit"), "no partial summary: {stdout}");
 }
+
+/// An unwritable `--html` or `--out` path fails the run before any
+/// request (here: before even reaching the absent target).
+#[tokio::test]
+async fn two_for_an_unwritable_report_path_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(&dir, "tiny", TINY);
+    let port = items_service::testing::free_port();
+    for flag in ["--html", "--out"] {
+        let missing = dir.path().join("no-such-dir").join("report");
+        let output = binary()
+            .arg("run")
+            .arg(&path)
+            .args(["--target", &format!("http://127.0.0.1:{port}")])
+            .arg(flag)
+            .arg(&missing)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("cannot write the report to {}", missing.display())),
+            "{flag}: {stderr}"
+        );
+    }
+}

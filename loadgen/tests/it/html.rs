@@ -290,6 +290,12 @@ async fn report_refuses_what_it_cannot_render() {
     let cases = [
         ("not-json", "{ nope", "is not a loadgen JSON report"),
         ("other", r#"{"hello": 1}"#, "missing field `schema_version`"),
+        // serde alone would read the five fields from an array.
+        (
+            "array",
+            r#"[2, "x", true, [], [0, [], [], []]]"#,
+            "the report must be a JSON object",
+        ),
         (
             "newer",
             &newer_report(),

@@ -39,20 +39,9 @@ duration = "3s"
 error_ratio_max = 1.0
 "#;
 
-async fn value(prometheus: &Prometheus, query: &str) -> f64 {
-    let samples = prometheus.query(query, None).await.expect("query");
-    assert_eq!(samples.len(), 1, "`{query}` → {samples:?}");
-    samples[0].value
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
-    let service = Service::start().await;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
-    let prometheus = Prometheus::new(&monitoring.prometheus);
-    // Prometheus hands new targets to its scrapers up to 5 s after start:
-    // wait for the first (failed) scrape so it scrapes the whole run.
+/// Prometheus hands new targets to its scrapers up to 5 s after start:
+/// wait for the first (failed) scrape so it scrapes the whole run.
+async fn wait_for_the_loadgen_target(prometheus: &Prometheus) {
     let started = std::time::Instant::now();
     while prometheus
         .query("up{job=\"loadgen\"}", None)
@@ -66,6 +55,21 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn value(prometheus: &Prometheus, query: &str) -> f64 {
+    let samples = prometheus.query(query, None).await.expect("query");
+    assert_eq!(samples.len(), 1, "`{query}` → {samples:?}");
+    samples[0].value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
+    let service = Service::start().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
+    let prometheus = Prometheus::new(&monitoring.prometheus);
+    wait_for_the_loadgen_target(&prometheus).await;
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--prometheus",
@@ -195,6 +199,22 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
     assert_eq!(info[0].labels["scenario"], "watched");
     assert_eq!(info[0].labels["seed"], "3");
     assert_eq!(info[0].labels["target"], service.url());
+    // Every series was scraped at 0 before its first request, so rate()
+    // and increase() see every request (even a burst within one scrape).
+    let late = prometheus
+        .query(
+            &format!("min_over_time(loadgen_requests_total{{{run}}}[5m]) > 0"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(late.is_empty(), "series first seen above 0: {late:?}");
+    let seen = value(
+        &prometheus,
+        &format!("sum(max_over_time(loadgen_requests_total{{{run}}}[5m]) - min_over_time(loadgen_requests_total{{{run}}}[5m]))"),
+    )
+    .await;
+    assert_eq!(seen, (requests + dropped) as f64, "increases seen");
     let statuses: BTreeSet<String> = prometheus
         .query(
             &format!("count by (status) (loadgen_requests_total{{{run}}})"),
@@ -207,7 +227,9 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
         .collect();
     assert_eq!(
         statuses,
-        ["200", "404", "503", "dropped"].map(String::from).into()
+        ["200", "404", "503", "dropped", "io", "timeout"]
+            .map(String::from)
+            .into()
     );
     // Last (the series above go stale once loadgen has stopped): the
     // server's side over time made it into the report and its page.
@@ -251,4 +273,123 @@ async fn a_busy_metrics_port_is_exit_2_before_any_request() {
     );
     assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
     assert!(out.is_empty(), "{out}");
+}
+
+/// Sends SIGCONT to a stopped process when dropped (also on panic).
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Self {
+        signal("-STOP", pid);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+fn signal(which: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {which} {pid}");
+}
+
+/// Polls loadgen's own /metrics until `loadgen_phase_active` is `value`.
+async fn wait_for_phase_active(listen: &str, value: &str) {
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    loop {
+        let body = match http.get(format!("http://{listen}/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if body
+            .lines()
+            .any(|l| l.starts_with("loadgen_phase_active{") && l.ends_with(&format!(" {value}")))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "loadgen_phase_active never {value}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ctrl-C while the run waits for Prometheus' final scrape (Prometheus
+/// stalled) interrupts the run: exit 130, `interrupted` in the report, and
+/// a warning that loadgen's final values may be missing in Prometheus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_the_final_scrape_wait_interrupts_the_run() {
+    let service = Service::start().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
+    wait_for_the_loadgen_target(&Prometheus::new(&monitoring.prometheus)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        &dir,
+        "short",
+        "[mix]\nroot = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 20\nduration = \"2s\"\n",
+    );
+    let json = dir.path().join("report.json");
+    let argv = [
+        "loadgen",
+        "run",
+        path.to_str().unwrap(),
+        "--target",
+        &service.url(),
+        "--prometheus",
+        &monitoring.prometheus,
+        "--metrics-listen",
+        &listen,
+        "--quiet",
+        "--out",
+        json.to_str().unwrap(),
+    ];
+    let cli = <loadgen::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // Ctrl-C once the phase is over, with Prometheus stalled: the run is
+    // then waiting for the final scrape (or about to).
+    let watcher = tokio::spawn({
+        let (cancel, listen) = (cancel.clone(), listen.clone());
+        let pid = monitoring.prometheus_pid;
+        async move {
+            wait_for_phase_active(&listen, "1").await;
+            // From now on no scrape reaches Prometheus: the wait stalls.
+            let stopped = Stopped::stop(pid);
+            wait_for_phase_active(&listen, "0").await;
+            cancel.cancel();
+            (stopped, std::time::Instant::now())
+        }
+    });
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    // The final wait alone would last 12 s (2 intervals + 10 s).
+    let exit = tokio::time::timeout(
+        Duration::from_secs(60),
+        loadgen::main_with(cli.command, cancel, &mut out, &mut err),
+    )
+    .await
+    .expect("the run ends");
+    let (_stopped, cancelled_at) = watcher.await.unwrap();
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(5),
+        "slow to stop: {:?}",
+        cancelled_at.elapsed()
+    );
+    let out = String::from_utf8(out).unwrap() + &String::from_utf8(err).unwrap();
+    assert_eq!(exit, Exit::Interrupted, "{out}");
+    assert!(
+        out.contains("warning: interrupted before Prometheus' final scrape")
+            && out.contains("final values may be missing"),
+        "{out}"
+    );
+    assert!(!out.contains("no checks in this scenario"), "{out}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["summary"]["interrupted"], true, "{report}");
 }

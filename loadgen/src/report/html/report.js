@@ -97,8 +97,22 @@
   // Each point covers [t, t + seconds): drawn at its middle, so phase
   // lines fall where the change shows.
   var xs = points.map(function (p) { return p.t + (p.seconds || 1) / 2; });
+  // The run's end (seconds since start): the last point usually covers
+  // only part of its second, so rates divide by the part the run lasted,
+  // and a sliver too short to give a rate is left out.
+  var runEnd = phases.reduce(function (end, p) {
+    return typeof p.offset_seconds === "number" ? Math.max(end, p.offset_seconds + (p.seconds || 0)) : end;
+  }, 0);
+  function width(p) {
+    var w = p.seconds || 1;
+    return runEnd > p.t && runEnd < p.t + w ? runEnd - p.t : w;
+  }
+  function rate(p, count) {
+    var w = width(p);
+    return w < 0.25 ? null : count / w;
+  }
   function perSecond(field) {
-    return points.map(function (p) { return p[field] === undefined ? null : p[field] / (p.seconds || 1); });
+    return points.map(function (p) { return p[field] === undefined ? null : rate(p, p[field]); });
   }
   function field(name) {
     return points.map(function (p) { return p[name] === undefined ? null : p[name]; });
@@ -126,6 +140,10 @@
     ctx.lineWidth = 1.5 * devicePixelRatio;
     ctx.setLineDash([5 * devicePixelRatio, 4 * devicePixelRatio]);
     ctx.font = (11 * devicePixelRatio) + "px system-ui, sans-serif";
+    // Each name starts right of its own line (uPlot leaves the alignment
+    // of its last axis label behind), inside the plot.
+    ctx.textAlign = "left";
+    ctx.textBaseline = "alphabetic";
     boundaries.forEach(function (b) {
       var x = u.valToPos(b.at, "x", true);
       if (x < u.bbox.left - 1 || x > u.bbox.left + u.bbox.width + 1) return;
@@ -133,9 +151,22 @@
       ctx.moveTo(x, top);
       ctx.lineTo(x, top + height);
       ctx.stroke();
-      if (b.label !== "end") ctx.fillText(b.label, x + 3 * devicePixelRatio, top + 12 * devicePixelRatio);
+      if (b.label !== "end") ctx.fillText(b.label, Math.max(x, u.bbox.left) + 3 * devicePixelRatio, top + 12 * devicePixelRatio);
     });
     ctx.restore();
+  }
+
+  // After uPlot drew: "drawn" only if every series has a path and data to
+  // draw (the browser test counts these, so a chart without lines fails).
+  function markLines(u) {
+    var lines = 0;
+    for (var i = 1; i < u.series.length; i++) {
+      var finite = u.data[i].some(function (v) { return typeof v === "number" && isFinite(v); });
+      if (u.series[i]._paths && finite) lines += 1;
+    }
+    var box = u.root.parentNode;
+    box.setAttribute("data-lines", String(lines));
+    box.setAttribute("data-chart", lines === u.series.length - 1 ? "drawn" : "without-lines");
   }
 
   function chart(id, title, note, unit, series, x) {
@@ -166,10 +197,10 @@
         { label: "seconds since start", size: 36 },
         { label: unit, size: 60 }
       ],
-      hooks: { draw: [phaseLines] }
+      hooks: { draw: [phaseLines, markLines] }
     };
+    box.setAttribute("data-chart", "pending");
     new uPlot(opts, [x].concat(present.map(function (s) { return s.data; })), box);
-    box.setAttribute("data-chart", "drawn");
     rendered += 1;
   }
 
@@ -209,10 +240,13 @@
     used[family] = (used[family] || 0) + 1;
     return {
       label: name, color: colors[(used[family] - 1) % colors.length],
-      data: points.map(function (p) { return ((p.statuses || {})[name] || 0) / (p.seconds || 1); })
+      data: points.map(function (p) { return rate(p, (p.statuses || {})[name] || 0); })
     };
   });
-  statusSeries.push({ label: "errors", color: "#1f2328", dash: [3, 3], data: perSecond("errors") });
+  // Drops count as errors (as in the client error_ratio_max check).
+  statusSeries.push({ label: "errors", color: "#1f2328", dash: [3, 3], data: points.map(function (p) {
+    return p.errors === undefined ? null : rate(p, p.errors + (p.dropped || 0));
+  }) });
   chart("chart-statuses", "Status codes and errors per second",
     "errors: any status other than the operation's expected one, transport failures and drops", "req/s", statusSeries);
 
@@ -276,7 +310,8 @@
     }), []);
   }
   root.appendChild(el("h2", { text: "Checks" }));
-  root.appendChild(checks.length ? checkTable(checks) : el("p", { text: "no checks in this scenario" }));
+  root.appendChild(checks.length ? checkTable(checks) : el("p", { text: summary.interrupted
+    ? "checks not evaluated: the run was interrupted" : "no checks in this scenario" }));
   var serverChecks = checks.filter(function (c) { return !/^client /.test(c.name); });
   if (serverChecks.length) {
     root.appendChild(el("h2", { text: "Server side (Prometheus and the service's /metrics)" }));

@@ -158,6 +158,8 @@ pub async fn wait_ready(url: &str, what: &str) {
 pub struct Monitoring {
     pub prometheus: String,
     pub alertmanager: String,
+    /// Prometheus' process id (tests stop it to stall scrapes).
+    pub prometheus_pid: u32,
     _dir: tempfile::TempDir,
     _processes: Vec<Process>,
 }
@@ -237,6 +239,7 @@ impl Monitoring {
         Self {
             prometheus: prometheus_url,
             alertmanager: alertmanager_url,
+            prometheus_pid: prometheus.0.id(),
             _dir: dir,
             _processes: vec![prometheus, alertmanager, exporter],
         }
