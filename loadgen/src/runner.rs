@@ -20,6 +20,7 @@ use crate::{
     engine::preload,
     engine::progress::Progress,
     engine::request::RequestGen,
+    engine::shard::Shard,
     report::{self, Report, Summary},
     scenario::plan::{Executor, OpKind, Plan},
     verify::check::{self, Check},
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     pub out: Option<PathBuf>,
     pub quiet: bool,
+    /// The slice of the run to send (`--shard I/N`); [`Shard::WHOLE`] by default.
+    pub shard: Shard,
 }
 
 /// Everything a finished (or interrupted) run produced.
@@ -93,6 +96,25 @@ pub trait Verifier {
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+    /// An extra top-level object of the JSON report, as `(key, value)`
+    /// (a shard's `shard` section); called when the report is written.
+    fn report_section(
+        &self,
+        _finished: &Finished<'_>,
+    ) -> anyhow::Result<Option<(&'static str, serde_json::Value)>> {
+        Ok(None)
+    }
+}
+
+/// What a run left behind, for [`Verifier::report_section`].
+pub struct Finished<'a> {
+    pub plan: &'a Plan,
+    pub aggregator: &'a Aggregator,
+    pub summary: &'a Summary,
+    /// Wall-clock time at which the aggregator started.
+    pub started: SystemTime,
+    /// Why the run stopped early, if it did.
+    pub fatal: Option<&'a str>,
 }
 
 /// Runs `plan` and prints the summary and checks to `out`.
@@ -109,7 +131,7 @@ pub async fn run(
     let target = Arc::new(Target::resolve(&options.target).await?);
     client::preflight(&target).await?;
     let delete_pool = delete_pool_size(&plan);
-    let requests = RequestGen::new(&plan, delete_pool);
+    let requests = RequestGen::new(&plan, delete_pool).for_shard(options.shard);
     let mut progress = Progress::new(!options.quiet);
     preload::preload(
         Arc::clone(&target),
@@ -177,6 +199,44 @@ pub async fn run(
     for note in verifier.notes() {
         writeln!(out, "{note}")?;
     }
+    let exit = verdict(out, &checks, fatal.as_deref(), interrupted)?;
+    if let Some(path) = &options.out {
+        let section = verifier.report_section(&Finished {
+            plan: &plan,
+            aggregator: &aggregator,
+            summary: &summary,
+            started,
+            fatal: fatal.as_deref(),
+        })?;
+        let report = Report {
+            schema_version: report::SCHEMA_VERSION,
+            scenario: &plan.name,
+            description: &plan.description,
+            seed: plan.seed,
+            target: &target.base,
+            started_at_unix_ms: unix_ms(started),
+            ended_at_unix_ms: unix_ms(ended),
+            summary: &summary,
+            checks: &checks,
+            passed: exit == Exit::Pass,
+        };
+        write_report(path, &report, section)?;
+    }
+    Ok(RunResult {
+        summary,
+        checks,
+        exit,
+    })
+}
+
+/// Prints the verdict line and maps it to the exit code: a fatal error
+/// wins, then an interruption, then the checks.
+pub fn verdict(
+    out: &mut impl Write,
+    checks: &[Check],
+    fatal: Option<&str>,
+    interrupted: bool,
+) -> std::io::Result<Exit> {
     let passed = checks.iter().all(|check| check.passed);
     let exit = if let Some(message) = fatal {
         writeln!(out, "error: {message}")?;
@@ -205,26 +265,19 @@ pub async fn run(
         )?;
         Exit::CheckFailed
     };
-    if let Some(path) = &options.out {
-        let report = Report {
-            schema_version: report::SCHEMA_VERSION,
-            scenario: &plan.name,
-            description: &plan.description,
-            seed: plan.seed,
-            target: &target.base,
-            started_at_unix_ms: unix_ms(started),
-            ended_at_unix_ms: unix_ms(ended),
-            summary: &summary,
-            checks: &checks,
-            passed: exit == Exit::Pass,
-        };
-        let json = serde_json::to_vec_pretty(&report)?;
-        std::fs::write(path, json)
-            .with_context(|| format!("writing the report to {}", path.display()))?;
+    Ok(exit)
+}
+
+/// Writes the JSON report, with an extra top-level section if given.
+pub fn write_report(
+    path: &std::path::Path,
+    report: &Report<'_>,
+    section: Option<(&str, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    let mut json = serde_json::to_value(report)?;
+    if let (Some((key, value)), Some(object)) = (section, json.as_object_mut()) {
+        object.insert(key.to_owned(), value);
     }
-    Ok(RunResult {
-        summary,
-        checks,
-        exit,
-    })
+    std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("writing the report to {}", path.display()))
 }

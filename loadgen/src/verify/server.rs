@@ -31,6 +31,8 @@ pub struct ServerVerifier {
     prometheus: Option<Prometheus>,
     expect: Expectations,
     before: Option<Counts>,
+    /// Set by [`ServerVerifier::recorded`]: the "after" read already made.
+    recorded_after: Option<Counts>,
     window_start: Option<f64>,
     notes: Vec<String>,
 }
@@ -50,9 +52,22 @@ impl ServerVerifier {
             prometheus,
             expect,
             before: None,
+            recorded_after: None,
             window_start: None,
             notes: Vec::new(),
         }
+    }
+}
+
+impl ServerVerifier {
+    /// For `loadgen merge`: the run is over and its shards read the
+    /// service's counters; reconcile those reads instead of reading
+    /// `/metrics` now, and start the Prometheus window at `window_start`.
+    pub fn recorded(mut self, before: Counts, after: Counts, window_start: Option<f64>) -> Self {
+        self.before = Some(before);
+        self.recorded_after = Some(after);
+        self.window_start = window_start;
+        self
     }
 }
 
@@ -269,7 +284,10 @@ impl Verifier for ServerVerifier {
     ) -> anyhow::Result<Vec<Check>> {
         let mut checks = Vec::new();
         if let Some(before) = &self.before {
-            let after = reconcile::read(&self.http, &self.target).await?;
+            let after = match self.recorded_after.take() {
+                Some(after) => after,
+                None => reconcile::read(&self.http, &self.target).await?,
+            };
             let (check, mismatches) = reconcile::reconcile(
                 &after.since(before),
                 &aggregator.route_counts(),

@@ -3,7 +3,8 @@
 //! measured from that due time, so a slow server cannot hide its slowness
 //! by slowing the client down (coordinated omission). When
 //! `max_in_flight` requests are already outstanding, a due request is
-//! counted as dropped — never queued and sent late.
+//! counted as dropped — never queued and sent late. A shard sends only its
+//! stripe of the arrivals (see [`crate::engine::shard`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -45,14 +46,21 @@ async fn wait_until(due: Instant, cancel: &tokio_util::sync::CancellationToken) 
     !cancel.is_cancelled()
 }
 
-/// Runs the timeline; returns how many requests it scheduled.
+/// Runs this shard's arrivals of the timeline; returns how many it scheduled.
 pub async fn run(ctx: &PhaseContext, timeline: impl Timeline) -> u64 {
     let permits = Arc::new(Semaphore::new(ctx.phase.max_in_flight));
     let pool = Arc::new(ConnectionPool::default());
     let mut rng = stream_rng(ctx.seed, ctx.index, 0);
     let start = Instant::now();
-    let mut scheduled = 0;
-    while let Some(offset) = timeline.offset(scheduled) {
+    let shard = ctx.requests.shard();
+    let (mut arrival, mut scheduled) = (0, 0);
+    while let Some(offset) = timeline.offset(arrival) {
+        arrival += 1;
+        if !shard.owns(arrival - 1) {
+            // Another shard's arrival: drawn so ours stay the single run's.
+            ctx.requests.skip(&mut rng);
+            continue;
+        }
         // Drawn before the drop decision: the sequence depends on the seed only.
         let planned = ctx.requests.next(&mut rng);
         let due = start + offset;

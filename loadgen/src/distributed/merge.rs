@@ -1,0 +1,325 @@
+//! `loadgen merge shard-*.json`: turns N shard reports into the report of
+//! one run. It refuses (exit 2) an incomplete or inconsistent set, merges
+//! the exact histograms and counts (percentiles of the pooled samples, not
+//! averages), and then runs every check once over the union, with the same
+//! code as a single run: `[expect.client]` on the merged summary,
+//! reconciliation between the earliest "before" and the latest "after"
+//! `/metrics` read of all shards against the summed client counts, and the
+//! Prometheus expectations over the union window.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::ShardSection;
+use crate::{
+    engine::aggregate::{Aggregator, Measurements},
+    report::{self, Report},
+    runner::{self, Verifier},
+    scenario,
+    verify::{
+        check,
+        prometheus::{unix_seconds, Prometheus},
+        reconcile::Counts,
+        server::ServerVerifier,
+    },
+    Exit,
+};
+
+/// Options of `loadgen merge`.
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    pub reports: Vec<PathBuf>,
+    /// Overrides the target the shards recorded (it scopes server queries).
+    pub target: Option<String>,
+    pub prometheus: String,
+    pub out: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+/// A set of shard reports that cannot be merged (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot merge these shard reports:\n{}", .0.join("\n"))]
+pub struct InvalidShardSet(pub Vec<String>);
+
+/// One shard report as read from disk.
+pub struct ShardReport {
+    pub path: PathBuf,
+    pub section: ShardSection,
+}
+
+/// Reads the `shard` section of a report written by `run --shard`.
+pub fn read(path: &Path) -> anyhow::Result<ShardReport> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read shard report {}", path.display()))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let section = json
+        .get_mut("shard")
+        .map(serde_json::Value::take)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no \"shard\" section: it was not written by `loadgen run --shard I/N --out`",
+                path.display()
+            )
+        })?;
+    let section = serde_json::from_value(section)
+        .with_context(|| format!("{}: malformed \"shard\" section", path.display()))?;
+    Ok(ShardReport {
+        path: path.to_owned(),
+        section,
+    })
+}
+
+/// Everything wrong with the set, at once: the count, scenario, seed and
+/// target must agree; every shard 1..=N must be there exactly once, and
+/// each must have completed its run.
+pub fn validate(reports: &[ShardReport]) -> Result<(), InvalidShardSet> {
+    let mut problems = Vec::new();
+    let Some(first) = reports.first() else {
+        return Err(InvalidShardSet(vec!["no reports given".into()]));
+    };
+    let first_path = first.path.display();
+    let first = &first.section;
+    for report in &reports[1..] {
+        let (path, shard) = (report.path.display(), &report.section);
+        let mut differs = |what: &str, theirs: String, ours: String| {
+            if theirs != ours {
+                problems.push(format!(
+                    "  {path}: {what} {theirs} differs from {first_path}'s {ours}"
+                ));
+            }
+        };
+        differs(
+            "shard count",
+            shard.shards.to_string(),
+            first.shards.to_string(),
+        );
+        differs(
+            "scenario",
+            shard.scenario_hash.clone(),
+            first.scenario_hash.clone(),
+        );
+        differs("seed", shard.seed.to_string(), first.seed.to_string());
+        differs("target", shard.target.clone(), first.target.clone());
+        differs(
+            "start time",
+            format!("{:?}", shard.start_at_unix_ms),
+            format!("{:?}", first.start_at_unix_ms),
+        );
+    }
+    let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for report in reports {
+        seen.entry(report.section.shard)
+            .or_default()
+            .push(report.path.display().to_string());
+    }
+    for (number, paths) in &seen {
+        if paths.len() > 1 {
+            problems.push(format!(
+                "  shard {number} appears {} times: {}",
+                paths.len(),
+                paths.join(", ")
+            ));
+        }
+        if *number == 0 || *number > first.shards {
+            problems.push(format!("  shard {number} is outside 1..={}", first.shards));
+        }
+    }
+    let missing: Vec<String> = (1..=first.shards)
+        .filter(|number| !seen.contains_key(number))
+        .map(|number| number.to_string())
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "  missing shard{} {} of {}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            first.shards
+        ));
+    }
+    for report in reports {
+        let (path, shard) = (report.path.display(), &report.section);
+        if let Some(error) = &shard.error {
+            problems.push(format!("  {path}: shard {} failed: {error}", shard.shard));
+        } else if shard.interrupted || shard.metrics_after.is_none() {
+            problems.push(format!(
+                "  {path}: shard {} did not finish its run",
+                shard.shard
+            ));
+        }
+        if shard.metrics_before.is_none() {
+            problems.push(format!(
+                "  {path}: shard {} has no \"before\" /metrics read",
+                shard.shard
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidShardSet(problems))
+    }
+}
+
+/// The earliest and the latest of all shards' reads. Counters only grow,
+/// so the order of the totals is the order in which the service answered
+/// — no trust in the shards' clocks needed.
+fn outer_snapshots(reports: &[ShardReport]) -> anyhow::Result<(Counts, Counts)> {
+    let mut reads = Vec::new();
+    for report in reports {
+        let shard = &report.section;
+        for snapshot in [&shard.metrics_before, &shard.metrics_after]
+            .into_iter()
+            .flatten()
+        {
+            let counts = Counts::parse(&snapshot.text)
+                .with_context(|| format!("{}: /metrics read", report.path.display()))?;
+            reads.push((counts.0.values().sum::<u64>(), counts));
+        }
+    }
+    reads.sort_by_key(|(total, _)| *total);
+    let before = reads.first().map(|(_, counts)| counts.clone());
+    let after = reads.last().map(|(_, counts)| counts.clone());
+    before
+        .zip(after)
+        .ok_or_else(|| anyhow::anyhow!("no /metrics reads in the shard reports"))
+}
+
+/// The last Prometheus scrape of the service at or before `at`: the window
+/// starts there, before any shard's first request.
+async fn last_scrape_before(prometheus: &Prometheus, at: f64) -> anyhow::Result<Option<f64>> {
+    let samples = prometheus
+        .query("max(timestamp(up{job=\"items-service\"}))", Some(at))
+        .await?;
+    Ok(samples.first().map(|s| s.value).filter(|t| t.is_finite()))
+}
+
+fn system_time(unix_ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(unix_ms)
+}
+
+/// One entry of the merged report's `shards` list.
+#[derive(Debug, Serialize)]
+struct ShardEntry<'a> {
+    shard: u64,
+    report: String,
+    target: &'a str,
+    started_at_unix_ms: u64,
+    ended_at_unix_ms: u64,
+    requests: u64,
+}
+
+/// Runs `loadgen merge`.
+pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result<Exit> {
+    let mut reports = options
+        .reports
+        .iter()
+        .map(|path| read(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    validate(&reports)?;
+    reports.sort_by_key(|report| report.section.shard);
+    let first = &reports[0].section;
+    let mut plan = scenario::parse(&first.scenario_path, &first.scenario_toml, &first.scenario)?;
+    plan.seed = first.seed;
+    let measurements: Vec<Measurements> = reports
+        .iter()
+        .map(|report| report.section.measurements.clone())
+        .collect();
+    let merged = Measurements::merge(&measurements)?;
+    let mut aggregator = Aggregator::from_measurements(&plan, &merged)?;
+    let summary = aggregator.summary(&plan, false);
+    let window = (
+        system_time(merged.started_at_unix_ms),
+        system_time(merged.ended_at_unix_ms),
+    );
+
+    let target = options
+        .target
+        .clone()
+        .unwrap_or_else(|| first.target.clone());
+    let (before, after) = outer_snapshots(&reports)?;
+    let window_start = if plan.expect.needs_prometheus() {
+        let start = first.start_at_unix_ms.unwrap_or(merged.started_at_unix_ms);
+        let prometheus = Prometheus::new(&options.prometheus);
+        last_scrape_before(&prometheus, unix_seconds(system_time(start))).await?
+    } else {
+        None
+    };
+    let mut verifier = ServerVerifier::new(&target, &options.prometheus, plan.expect.clone())
+        .recorded(before, after, window_start);
+    let mut checks = check::client_checks(&plan.expect.client, &summary);
+    checks.extend(verifier.after(window, &aggregator, &summary).await?);
+
+    writeln!(
+        out,
+        "scenario {} (seed {}) against {}: {} shards merged",
+        plan.name,
+        plan.seed,
+        target,
+        reports.len()
+    )?;
+    if !options.quiet {
+        report::write_summary(out, &summary)?;
+    }
+    report::write_checks(out, &checks)?;
+    for note in verifier.notes() {
+        writeln!(out, "{note}")?;
+    }
+    let exit = runner::verdict(out, &checks, None, false)?;
+
+    if options.out.is_some() || options.html.is_some() {
+        let report = Report {
+            schema_version: report::SCHEMA_VERSION,
+            scenario: &plan.name,
+            description: &plan.description,
+            seed: plan.seed,
+            target: &target,
+            started_at_unix_ms: merged.started_at_unix_ms,
+            ended_at_unix_ms: merged.ended_at_unix_ms,
+            summary: &summary,
+            checks: &checks,
+            passed: exit == Exit::Pass,
+        };
+        let shards: Vec<ShardEntry> = reports
+            .iter()
+            .map(|report| ShardEntry {
+                shard: report.section.shard,
+                report: report.path.display().to_string(),
+                target: &report.section.target,
+                started_at_unix_ms: report.section.measurements.started_at_unix_ms,
+                ended_at_unix_ms: report.section.measurements.ended_at_unix_ms,
+                requests: report.section.measurements.latency.0.len(),
+            })
+            .collect();
+        let section = Some(("shards", serde_json::to_value(shards)?));
+        if let Some(path) = &options.out {
+            runner::write_report(path, &report, section.clone())?;
+        }
+        if let Some(path) = &options.html {
+            write_html(path, &report, section)?;
+        }
+    }
+    Ok(exit)
+}
+
+/// `merge --html`: to be connected to the HTML renderer of `loadgen run
+/// --html` / `loadgen report` (issue 12) when both are on one branch; the
+/// merged report has the single-run schema, so it renders as one run.
+fn write_html(
+    path: &Path,
+    _report: &Report<'_>,
+    _section: Option<(&str, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "--html {}: the HTML renderer is not part of this build yet; write the JSON with --out and render it with `loadgen report`",
+        path.display()
+    )
+}
