@@ -141,4 +141,163 @@ mod tests {
             }
         }
     }
+
+    use std::collections::BTreeSet;
+
+    use crate::{
+        engine::executor::{
+            arrivals, stream_rng, Arrival, ConstantArrivalRate, RampingArrivalRate,
+        },
+        engine::preload,
+        engine::request::{PlannedRequest, RequestGen},
+        scenario::plan::{OpKind, Plan, Stage},
+    };
+
+    const SCENARIO: &str = "seed = 11\n[keyspace]\npreload = 50\ndistribution = \"zipf\"\nzipf_exponent = 1.1\n[mix]\nget_hit = 5\nget_miss = 2\nput = 2\ndelete = 2\nlist = 1\nroot = 1\nfault = 1\n[[phases]]\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n";
+
+    fn plan() -> Plan {
+        crate::scenario::parse("t", SCENARIO, "t").unwrap()
+    }
+
+    fn shard_arrivals(plan: &Plan, shard: Shard, ramp: bool) -> Vec<Arrival> {
+        let requests = RequestGen::new(plan, 40).for_shard(shard);
+        let rng = stream_rng(plan.seed, 0, 0);
+        if ramp {
+            let stages = [
+                Stage {
+                    target: 300.0,
+                    duration: std::time::Duration::from_secs(2),
+                },
+                Stage {
+                    target: 20.0,
+                    duration: std::time::Duration::from_secs(1),
+                },
+            ];
+            arrivals(RampingArrivalRate::new(10.0, &stages), &requests, rng).collect()
+        } else {
+            let timeline = ConstantArrivalRate {
+                rate: 333.0,
+                duration: std::time::Duration::from_secs(2),
+            };
+            arrivals(timeline, &requests, rng).collect()
+        }
+    }
+
+    /// What a request is, apart from the keys a shard writes or deletes
+    /// (those are the shard's own stripe by design).
+    fn essence(request: &PlannedRequest) -> (OpKind, Option<String>) {
+        let shared_key = matches!(
+            request.op,
+            OpKind::GetHit | OpKind::GetMiss | OpKind::Fault | OpKind::List | OpKind::Root
+        );
+        (request.op, shared_key.then(|| request.path.clone()))
+    }
+
+    #[test]
+    fn striped_shards_merge_back_into_the_single_schedule() {
+        let plan = plan();
+        for ramp in [false, true] {
+            let single = shard_arrivals(&plan, Shard::WHOLE, ramp);
+            assert!(single.len() > 400, "{}", single.len());
+            for count in 1..=8 {
+                let mut union: Vec<Arrival> = (1..=count)
+                    .flat_map(|number| {
+                        shard_arrivals(&plan, Shard::new(number, count).unwrap(), ramp)
+                    })
+                    .collect();
+                union.sort_by_key(|arrival| arrival.index);
+                assert_eq!(union.len(), single.len(), "{count} shards");
+                for (merged, one) in union.iter().zip(&single) {
+                    assert_eq!(
+                        (merged.index, merged.offset),
+                        (one.index, one.offset),
+                        "{count} shards"
+                    );
+                    assert_eq!(
+                        essence(&merged.request),
+                        essence(&one.request),
+                        "{count} shards, arrival {}",
+                        one.index
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_of_different_shards_never_collide() {
+        let plan = plan();
+        let single_preload: BTreeSet<String> =
+            preload::keys(&RequestGen::new(&plan, 40), plan.keyspace.preload, 40)
+                .into_iter()
+                .collect();
+        for count in 2..=6 {
+            let mut preloaded = BTreeSet::new();
+            let mut owners: std::collections::BTreeMap<String, u64> = Default::default();
+            let mut read = BTreeSet::new();
+            for number in 1..=count {
+                let shard = Shard::new(number, count).unwrap();
+                let requests = RequestGen::new(&plan, 40).for_shard(shard);
+                let own_preload = preload::keys(&requests, plan.keyspace.preload, 40);
+                let mut rng = stream_rng(plan.seed, 0, number);
+                let sent: Vec<PlannedRequest> =
+                    (0..2000).map(|_| requests.next(&mut rng)).collect();
+                let written = sent.iter().filter_map(|r| match r.op {
+                    OpKind::Put => Some(
+                        r.body
+                            .as_ref()
+                            .map(|b| {
+                                String::from_utf8_lossy(b)
+                                    .split('"')
+                                    .nth(3)
+                                    .unwrap()
+                                    .to_owned()
+                            })
+                            .unwrap(),
+                    ),
+                    OpKind::Delete => Some(r.path.trim_start_matches("/items/").to_owned()),
+                    _ => None,
+                });
+                // Whatever a shard writes or deletes (preload included) is its own.
+                for key in own_preload.iter().cloned().chain(written) {
+                    let owner = *owners.entry(key.clone()).or_insert(number);
+                    assert_eq!(
+                        owner, number,
+                        "{key} is touched by shards {owner} and {number} of {count}"
+                    );
+                }
+                preloaded.extend(own_preload);
+                read.extend(
+                    sent.iter()
+                        .filter(|r| r.op == OpKind::GetHit)
+                        .map(|r| r.path.trim_start_matches("/items/").to_owned()),
+                );
+            }
+            // The union preloads exactly what one process would ...
+            assert_eq!(preloaded, single_preload, "{count} shards");
+            // ... and every hit reads a preloaded key that no shard writes after the preload.
+            for key in &read {
+                assert!(single_preload.contains(key), "{key}");
+                assert!(!key.contains(":w:") && !key.contains(":d:"), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn deletes_expect_204_exactly_for_the_shards_own_pool() {
+        let plan = plan();
+        let shard = Shard::new(2, 3).unwrap();
+        let requests = RequestGen::new(&plan, 40).for_shard(shard);
+        let mut rng = stream_rng(plan.seed, 0, 1);
+        let deletes: Vec<PlannedRequest> = (0..3000)
+            .map(|_| requests.next(&mut rng))
+            .filter(|r| r.op == OpKind::Delete)
+            .collect();
+        // Global indices 1, 4, ..., 37 of the pool of 40: 13 keys.
+        assert_eq!(requests.own_delete_pool(), 13);
+        assert!(deletes[..13].iter().all(|r| r.expected_status == 204));
+        assert!(deletes[13..].iter().all(|r| r.expected_status == 404));
+        assert_eq!(deletes[0].path, "/items/lg11:d:1");
+        assert_eq!(deletes[12].path, "/items/lg11:d:37");
+    }
 }

@@ -13,9 +13,12 @@ use tokio::{
     time::{sleep_until, Instant},
 };
 
+use rand::rngs::StdRng;
+
 use super::{stream_rng, PhaseContext};
 use crate::{
     engine::client::{send_with, ConnectionPool},
+    engine::request::{PlannedRequest, RequestGen},
     engine::sample::{Event, Sample},
 };
 
@@ -23,6 +26,42 @@ use crate::{
 pub trait Timeline: Send {
     /// Offset of request `i` from the phase start; `None` past the end.
     fn offset(&self, i: u64) -> Option<Duration>;
+}
+
+/// One arrival of the timeline, with the request it sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrival {
+    /// Index in the single-process timeline.
+    pub index: u64,
+    pub offset: Duration,
+    pub request: PlannedRequest,
+}
+
+/// The arrivals of `timeline` that belong to the generator's shard, in
+/// order. Requests are drawn before any drop decision and the other shards'
+/// arrivals are drawn too (not built), so the sequence depends on the seed
+/// only and every arrival carries the request a single process would send.
+pub fn arrivals<'a>(
+    timeline: impl Timeline + 'a,
+    requests: &'a RequestGen,
+    mut rng: StdRng,
+) -> impl Iterator<Item = Arrival> + 'a {
+    let shard = requests.shard();
+    (0..)
+        .map_while(move |index| timeline.offset(index).map(|offset| (index, offset)))
+        .filter_map(move |(index, offset)| {
+            if shard.owns(index) {
+                let request = requests.next(&mut rng);
+                Some(Arrival {
+                    index,
+                    offset,
+                    request,
+                })
+            } else {
+                requests.skip(&mut rng);
+                None
+            }
+        })
 }
 
 /// Tokio's timer has millisecond resolution and rounds up, which alone
@@ -50,19 +89,14 @@ async fn wait_until(due: Instant, cancel: &tokio_util::sync::CancellationToken) 
 pub async fn run(ctx: &PhaseContext, timeline: impl Timeline) -> u64 {
     let permits = Arc::new(Semaphore::new(ctx.phase.max_in_flight));
     let pool = Arc::new(ConnectionPool::default());
-    let mut rng = stream_rng(ctx.seed, ctx.index, 0);
     let start = Instant::now();
-    let shard = ctx.requests.shard();
-    let (mut arrival, mut scheduled) = (0, 0);
-    while let Some(offset) = timeline.offset(arrival) {
-        arrival += 1;
-        if !shard.owns(arrival - 1) {
-            // Another shard's arrival: drawn so ours stay the single run's.
-            ctx.requests.skip(&mut rng);
-            continue;
-        }
-        // Drawn before the drop decision: the sequence depends on the seed only.
-        let planned = ctx.requests.next(&mut rng);
+    let mut scheduled = 0;
+    for Arrival {
+        offset,
+        request: planned,
+        ..
+    } in arrivals(timeline, &ctx.requests, stream_rng(ctx.seed, ctx.index, 0))
+    {
         let due = start + offset;
         if !wait_until(due, &ctx.cancel).await {
             break;
