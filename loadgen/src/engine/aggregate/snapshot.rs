@@ -352,3 +352,99 @@ fn merge_series(parts: &[Measurements], start: u64) -> Vec<SeriesSample> {
     }
     seconds.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(samples: impl IntoIterator<Item = u64>, at: u64) -> Measurements {
+        let plan = crate::scenario::parse(
+            "t",
+            "[mix]\nroot = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 1\nduration = \"1s\"\n",
+            "t",
+        )
+        .unwrap();
+        let mut aggregator = Aggregator::new(&plan, Progress::new(false));
+        for micros in samples {
+            let _ = aggregator.all_latency.record(micros);
+            let _ = aggregator.ops[OpKind::Root.index()].latency.record(micros);
+            let _ = aggregator.phases[0].latency.record(micros);
+        }
+        let mut measurements =
+            aggregator.measurements(&plan, UNIX_EPOCH + Duration::from_millis(at));
+        measurements.series = vec![SeriesSample {
+            at_unix_ms: at,
+            seconds: 1,
+            requests: 10,
+            errors: 1,
+            p50_ms: 1.0,
+            p99_ms: at as f64,
+        }];
+        // Through JSON, as between a shard and the merge.
+        serde_json::from_str(&serde_json::to_string(&measurements).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn merged_histograms_give_the_pooled_percentiles() {
+        // A fast shard (1..=1000 µs) and a slow one (9_001..=10_000 µs):
+        // the pooled p99 is in the slow tail, p50 at the boundary, and
+        // nothing like the mean of the two shards' percentiles.
+        let fast = part(1..=1000, 1_000_000);
+        let slow = part(9_001..=10_000, 1_000_003);
+        let merged = Measurements::merge(&[fast.clone(), slow.clone()]).unwrap();
+        let mut pooled = histogram();
+        for micros in (1..=1000).chain(9_001..=10_000) {
+            pooled.record(micros).unwrap();
+        }
+        for histogram in [
+            &merged.latency.0,
+            &merged.operations[OpKind::Root.index()].latency.0,
+            &merged.phases[0].latency.0,
+        ] {
+            assert_eq!(histogram.len(), 2000);
+            for quantile in [0.5, 0.9, 0.99, 0.999, 1.0] {
+                assert_eq!(
+                    histogram.value_at_quantile(quantile),
+                    pooled.value_at_quantile(quantile),
+                    "q{quantile}"
+                );
+            }
+        }
+        let p99 = merged.latency.0.value_at_quantile(0.99);
+        assert!((9_970..=9_990).contains(&p99), "{p99}");
+        let mean_of_p99s =
+            (fast.latency.0.value_at_quantile(0.99) + slow.latency.0.value_at_quantile(0.99)) / 2;
+        assert!(p99.abs_diff(mean_of_p99s) > 4000);
+        // Series points of the same second add up; the merge starts at the earliest part.
+        assert_eq!(merged.started_at_unix_ms, 1_000_000);
+        assert_eq!(merged.series.len(), 1);
+        assert_eq!(
+            (merged.series[0].requests, merged.series[0].errors),
+            (20, 2)
+        );
+    }
+
+    #[test]
+    fn a_merged_aggregator_summarises_like_one_process() {
+        let merged = Measurements::merge(&[part(1..=1000, 5_000), part(1..=1000, 5_002)]).unwrap();
+        let plan = crate::scenario::parse(
+            "t",
+            "[mix]\nroot = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 1\nduration = \"1s\"\n",
+            "t",
+        )
+        .unwrap();
+        let mut aggregator = Aggregator::from_measurements(&plan, &merged).unwrap();
+        let summary = aggregator.summary(&plan, false);
+        assert_eq!(summary.operations[0].count, 2000);
+        assert_eq!(summary.latency.p50_ms, 0.5);
+        assert_eq!(summary.series.len(), 1, "no invented seconds");
+    }
+
+    #[test]
+    fn corrupt_histograms_are_refused() {
+        let mut json = serde_json::to_value(part(1..=10, 0)).unwrap();
+        json["latency"] = serde_json::Value::String("AAAA".into());
+        let error = serde_json::from_value::<Measurements>(json).unwrap_err();
+        assert!(error.to_string().contains("corrupt histogram"), "{error}");
+    }
+}
