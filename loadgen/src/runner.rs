@@ -96,6 +96,11 @@ pub trait Verifier {
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether `[expect.client]` is checked here; a shard defers it to the
+    /// merge, since only the union has the scenario's percentiles and rates.
+    fn checks_client(&self) -> bool {
+        true
+    }
     /// An extra top-level object of the JSON report, as `(key, value)`
     /// (a shard's `shard` section); called when the report is written.
     fn report_section(
@@ -179,7 +184,9 @@ pub async fn run(
     let summary = aggregator.summary(&plan, interrupted);
     let mut checks = Vec::new();
     if !interrupted && fatal.is_none() {
-        checks.extend(check::client_checks(&plan.expect.client, &summary));
+        if verifier.checks_client() {
+            checks.extend(check::client_checks(&plan.expect.client, &summary));
+        }
         checks.extend(
             verifier
                 .after((started, ended), &aggregator, &summary)

@@ -110,9 +110,9 @@ pub fn validate(reports: &[ShardReport]) -> Result<(), InvalidShardSet> {
         differs("seed", shard.seed.to_string(), first.seed.to_string());
         differs("target", shard.target.clone(), first.target.clone());
         differs(
-            "start time",
-            format!("{:?}", shard.start_at_unix_ms),
-            format!("{:?}", first.start_at_unix_ms),
+            "--start-at",
+            start_at(shard.start_at_unix_ms),
+            start_at(first.start_at_unix_ms),
         );
     }
     let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
@@ -200,6 +200,12 @@ async fn last_scrape_before(prometheus: &Prometheus, at: f64) -> anyhow::Result<
         .query("max(timestamp(up{job=\"items-service\"}))", Some(at))
         .await?;
     Ok(samples.first().map(|s| s.value).filter(|t| t.is_finite()))
+}
+
+fn start_at(unix_ms: Option<u64>) -> String {
+    unix_ms.map_or("(none)".into(), |ms| {
+        humantime::format_rfc3339_millis(system_time(ms)).to_string()
+    })
 }
 
 fn system_time(unix_ms: u64) -> SystemTime {

@@ -192,6 +192,10 @@ impl Verifier for ShardVerifier {
         Ok(Vec::new())
     }
 
+    fn checks_client(&self) -> bool {
+        false
+    }
+
     fn notes(&self) -> Vec<String> {
         vec![format!(
             "shard {}: client-side measurement only; every check (client expectations over the union, \

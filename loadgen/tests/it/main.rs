@@ -2,6 +2,7 @@
 //! `redis-server` (and, for verification, real Prometheus and Alertmanager).
 
 mod common;
+mod distributed;
 mod exit_codes;
 mod run;
 mod scenarios;

@@ -1,0 +1,260 @@
+//! Distributed runs against a real items-service: three `run --shard`
+//! processes' worth of in-process runs with one `--start-at`, merged into
+//! the single run (exact plan, exact reconciliation, schema-valid reports),
+//! and every way a shard set or a shard can be refused.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::common::{loadgen, scenario, Service};
+
+/// Open loop (200/s × 2 s = 400 arrivals) then closed loop (2 VUs over 3
+/// shards: one shard has none and only keeps time).
+const SCENARIO: &str = r#"
+seed = 9
+[keyspace]
+preload = 60
+value_bytes = 16
+distribution = "zipf"
+zipf_exponent = 1.0
+[mix]
+get_hit = 60
+get_miss = 10
+put = 10
+delete = 1
+list = 5
+root = 5
+[[phases]]
+name = "open"
+executor = "constant-arrival-rate"
+rate = 200
+duration = "2s"
+[[phases]]
+name = "closed"
+executor = "constant-vus"
+vus = 2
+duration = "1s"
+think_time = "20ms"
+[expect.client]
+error_ratio_max = 0.0
+"#;
+
+fn json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_schema_valid(report: &Value) {
+    let schema: Value = serde_json::from_str(loadgen::report::SCHEMA).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(report)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_merge_into_the_single_run() {
+    let service = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(&dir, "sharded", SCENARIO);
+    let (path, url) = (path.to_str().unwrap(), service.url());
+    let outs: Vec<String> = (1..=3)
+        .map(|i| {
+            dir.path()
+                .join(format!("shard-{i}.json"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    // The preloads must be done a second before the start; on a loaded
+    // machine a short lead is too short, which the shards report (exit 2
+    // "after its deadline") — then the run is repeated with more lead.
+    let mut leads = [6, 20, 60].into_iter();
+    let results = loop {
+        let lead = leads.next().expect("the shards never started together");
+        let start = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(lead))
+            .to_string();
+        let shard = |i: usize| {
+            let spec = format!("{i}/3");
+            let args = [
+                "run",
+                path,
+                "--target",
+                &url,
+                "--shard",
+                &spec,
+                "--start-at",
+                &start,
+                "--out",
+                &outs[i - 1],
+                "-q",
+            ]
+            .map(str::to_owned);
+            async move { loadgen(&args.each_ref().map(String::as_str)).await }
+        };
+        let (one, two, three) = tokio::join!(shard(1), shard(2), shard(3));
+        let results = [one, two, three];
+        if !results
+            .iter()
+            .any(|(_, _, err)| err.contains("after its deadline"))
+        {
+            break results;
+        }
+    };
+    for (exit, out, err) in &results {
+        assert_eq!(*exit, loadgen::Exit::Pass, "{out}\n{err}");
+        assert!(out.contains("deferred to `loadgen merge`"), "{out}");
+    }
+
+    let reports: Vec<Value> = outs.iter().map(|o| json(o.as_ref())).collect();
+    let mut scheduled = 0;
+    for (i, report) in reports.iter().enumerate() {
+        assert_schema_valid(report);
+        assert_eq!(report["shard"]["shard"], i as u64 + 1);
+        assert_eq!(
+            report["checks"],
+            Value::Array(vec![]),
+            "a shard checks nothing"
+        );
+        scheduled += report["summary"]["phases"][0]["scheduled"]
+            .as_u64()
+            .unwrap();
+        // Each shard's first phase started at the common instant.
+        let started = report["shard"]["measurements"]["phases"][0]["started_at_unix_ms"]
+            .as_u64()
+            .unwrap();
+        let start_at = report["shard"]["start_at_unix_ms"].as_u64().unwrap();
+        assert!(
+            started >= start_at && started - start_at < 250,
+            "{started} vs {start_at}"
+        );
+    }
+    assert_eq!(scheduled, 400, "the shards' arrivals add up to the plan");
+
+    let merged_path = dir.path().join("merged.json");
+    let merged_arg = merged_path.display().to_string();
+    let mut args = vec!["merge", "--out", &merged_arg];
+    args.extend(outs.iter().map(String::as_str));
+    let (exit, out, err) = loadgen(&args).await;
+    assert_eq!(exit, loadgen::Exit::Pass, "{out}\n{err}");
+    assert!(out.contains("3 shards merged"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("reconcile server counts with client") && l.contains("PASS")),
+        "{out}"
+    );
+    let merged = json(&merged_path);
+    assert_schema_valid(&merged);
+    assert_eq!(merged["summary"]["phases"][0]["scheduled"], 400);
+    let completed: u64 = reports
+        .iter()
+        .map(|r| r["summary"]["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(merged["summary"]["requests"], completed);
+    assert_eq!(merged["shards"].as_array().unwrap().len(), 3);
+    assert_eq!(merged["passed"], true);
+
+    refusals(&dir, &outs).await;
+}
+
+/// Incomplete, duplicated and mixed sets exit 2 naming the problem.
+async fn refusals(dir: &tempfile::TempDir, outs: &[String]) {
+    let refused = |args: Vec<String>, needle: &'static str| async move {
+        let mut argv = vec!["merge".to_owned()];
+        argv.extend(args);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let (exit, out, err) = loadgen(&argv).await;
+        assert_eq!(exit, loadgen::Exit::Error, "{needle}: {out}\n{err}");
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    };
+    refused(outs[..2].to_vec(), "missing shard 3 of 3").await;
+    refused(
+        vec![
+            outs[0].clone(),
+            outs[0].clone(),
+            outs[1].clone(),
+            outs[2].clone(),
+        ],
+        "shard 1 appears 2 times",
+    )
+    .await;
+    let mut other_seed = json(outs[2].as_ref());
+    other_seed["shard"]["seed"] = 10.into();
+    let other = dir.path().join("other-seed.json");
+    std::fs::write(&other, other_seed.to_string()).unwrap();
+    refused(
+        vec![
+            outs[0].clone(),
+            outs[1].clone(),
+            other.display().to_string(),
+        ],
+        "seed 10 differs",
+    )
+    .await;
+    let mut other_count = json(outs[2].as_ref());
+    other_count["shard"]["shards"] = 4.into();
+    std::fs::write(&other, other_count.to_string()).unwrap();
+    refused(
+        vec![
+            outs[0].clone(),
+            outs[1].clone(),
+            other.display().to_string(),
+        ],
+        "shard count 4 differs",
+    )
+    .await;
+    let mut single = json(outs[0].as_ref());
+    single.as_object_mut().unwrap().remove("shard");
+    std::fs::write(&other, single.to_string()).unwrap();
+    refused(vec![other.display().to_string()], "no \"shard\" section").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_ready_after_the_start_time_exits_2() {
+    let service = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(&dir, "late", SCENARIO);
+    let out = dir.path().join("late.json");
+    let args = |start: &'static str| {
+        [
+            "run",
+            path.to_str().unwrap(),
+            "--target",
+            &service.url(),
+            "--shard",
+            "2/3",
+            "--start-at",
+            start,
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+    };
+    for (start, needle) in [
+        ("+0s", "was ready at"),
+        ("2001-01-01T00:00:00Z", "give --start-at more lead time"),
+        ("soon", "neither RFC 3339"),
+    ] {
+        let argv = args(start);
+        let (exit, _, err) = loadgen(&argv.each_ref().map(String::as_str)).await;
+        assert_eq!(exit, loadgen::Exit::Error, "{start}: {err}");
+        assert!(err.contains(needle), "{start}: {err}");
+        assert!(!out.exists(), "a late shard writes no report");
+    }
+    // Several shards need a common start: without one, exit 2 too.
+    let (exit, _, err) = loadgen(&[
+        "run",
+        path.to_str().unwrap(),
+        "--target",
+        &service.url(),
+        "--shard",
+        "2/3",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(exit, loadgen::Exit::Error);
+    assert!(err.contains("needs --start-at"), "{err}");
+}
