@@ -4,6 +4,7 @@
 mod common;
 mod distributed;
 mod exit_codes;
+mod k8s;
 mod run;
 mod scenarios;
 mod stack_files;
