@@ -199,14 +199,14 @@ pub async fn run(
         "scenario {} (seed {}) against {}",
         plan.name, plan.seed, target.base
     )?;
-    if !options.quiet {
-        report::write_summary(out, &summary)?;
-    }
-    report::write_checks(out, &checks)?;
-    for note in verifier.notes() {
-        writeln!(out, "{note}")?;
-    }
-    let exit = verdict(out, &checks, fatal.as_deref(), interrupted)?;
+    let exit = write_results(
+        out,
+        (!options.quiet).then_some(&summary),
+        &checks,
+        &verifier.notes(),
+        fatal.as_deref(),
+        interrupted,
+    )?;
     if let Some(path) = &options.out {
         let section = verifier.report_section(&Finished {
             plan: &plan,
@@ -236,14 +236,24 @@ pub async fn run(
     })
 }
 
-/// Prints the verdict line and maps it to the exit code: a fatal error
-/// wins, then an interruption, then the checks.
-pub fn verdict(
+/// Prints the summary (when given), the checks, the notes and the verdict
+/// line, and maps the verdict to the exit code: a fatal error wins, then an
+/// interruption, then the checks.
+pub fn write_results(
     out: &mut impl Write,
+    summary: Option<&Summary>,
     checks: &[Check],
+    notes: &[String],
     fatal: Option<&str>,
     interrupted: bool,
 ) -> std::io::Result<Exit> {
+    if let Some(summary) = summary {
+        report::write_summary(out, summary)?;
+    }
+    report::write_checks(out, checks)?;
+    for note in notes {
+        writeln!(out, "{note}")?;
+    }
     let passed = checks.iter().all(|check| check.passed);
     let exit = if let Some(message) = fatal {
         writeln!(out, "error: {message}")?;

@@ -272,14 +272,14 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
         target,
         reports.len()
     )?;
-    if !options.quiet {
-        report::write_summary(out, &summary)?;
-    }
-    report::write_checks(out, &checks)?;
-    for note in verifier.notes() {
-        writeln!(out, "{note}")?;
-    }
-    let exit = runner::verdict(out, &checks, None, false)?;
+    let exit = runner::write_results(
+        out,
+        (!options.quiet).then_some(&summary),
+        &checks,
+        &verifier.notes(),
+        None,
+        false,
+    )?;
 
     if options.out.is_some() || options.html.is_some() {
         let report = Report {

@@ -18,7 +18,7 @@ use crate::{
     report::Summary,
     runner::{Finished, Verifier},
     verify::check::Check,
-    verify::reconcile::Counts,
+    verify::reconcile::{self, Counts},
 };
 
 /// A shard must have finished its preload this long before `--start-at`,
@@ -71,11 +71,9 @@ impl ShardVerifier {
         scenario: ShardScenario,
         cancel: CancellationToken,
     ) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10));
         Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
+            http: http.build().expect("http client"),
             target: target.trim_end_matches('/').to_owned(),
             shard,
             start_at,
@@ -89,16 +87,7 @@ impl ShardVerifier {
 
     async fn snapshot(&self) -> anyhow::Result<MetricsSnapshot> {
         let at = SystemTime::now();
-        let url = format!("{}/metrics", self.target);
-        let text = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|err| anyhow::anyhow!("cannot read {url}: {err}"))?
-            .text()
-            .await?;
+        let text = reconcile::read_text(&self.http, &self.target).await?;
         // The merge reconciles with these: fail now if they are unusable.
         Counts::parse(&text)?;
         Ok(MetricsSnapshot {

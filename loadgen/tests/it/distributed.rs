@@ -180,31 +180,25 @@ async fn refusals(dir: &tempfile::TempDir, outs: &[String]) {
         "shard 1 appears 2 times",
     )
     .await;
-    let mut other_seed = json(outs[2].as_ref());
-    other_seed["shard"]["seed"] = 10.into();
-    let other = dir.path().join("other-seed.json");
-    std::fs::write(&other, other_seed.to_string()).unwrap();
-    refused(
-        vec![
-            outs[0].clone(),
-            outs[1].clone(),
-            other.display().to_string(),
-        ],
-        "seed 10 differs",
-    )
-    .await;
-    let mut other_count = json(outs[2].as_ref());
-    other_count["shard"]["shards"] = 4.into();
-    std::fs::write(&other, other_count.to_string()).unwrap();
-    refused(
-        vec![
-            outs[0].clone(),
-            outs[1].clone(),
-            other.display().to_string(),
-        ],
-        "shard count 4 differs",
-    )
-    .await;
+    // The third report, edited: another seed, another shard count.
+    let other = dir.path().join("other.json");
+    for (field, value, needle) in [
+        ("seed", 10, "seed 10 differs"),
+        ("shards", 4, "shard count 4 differs"),
+    ] {
+        let mut edited = json(outs[2].as_ref());
+        edited["shard"][field] = value.into();
+        std::fs::write(&other, edited.to_string()).unwrap();
+        refused(
+            vec![
+                outs[0].clone(),
+                outs[1].clone(),
+                other.display().to_string(),
+            ],
+            needle,
+        )
+        .await;
+    }
     let mut single = json(outs[0].as_ref());
     single.as_object_mut().unwrap().remove("shard");
     std::fs::write(&other, single.to_string()).unwrap();
@@ -215,46 +209,35 @@ async fn refusals(dir: &tempfile::TempDir, outs: &[String]) {
 async fn a_shard_ready_after_the_start_time_exits_2() {
     let service = Service::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = scenario(&dir, "late", SCENARIO);
+    let path = scenario(
+        &dir,
+        "late",
+        "[keyspace]\npreload = 5\n[mix]\nget_hit = 1\n[[phases]]\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n",
+    );
     let out = dir.path().join("late.json");
-    let args = |start: &'static str| {
-        [
-            "run",
-            path.to_str().unwrap(),
-            "--target",
-            &service.url(),
-            "--shard",
-            "2/3",
-            "--start-at",
-            start,
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .map(str::to_owned)
-    };
+    let (path, out_arg, url) = (path.to_str().unwrap(), out.to_str().unwrap(), service.url());
     for (start, needle) in [
-        ("+0s", "was ready at"),
-        ("2001-01-01T00:00:00Z", "give --start-at more lead time"),
-        ("soon", "neither RFC 3339"),
+        (Some("+0s"), "was ready at"),
+        (
+            Some("2001-01-01T00:00:00Z"),
+            "give --start-at more lead time",
+        ),
+        (Some("soon"), "neither RFC 3339"),
+        // Several shards need a common start.
+        (None, "needs --start-at"),
     ] {
-        let argv = args(start);
-        let (exit, _, err) = loadgen(&argv.each_ref().map(String::as_str)).await;
-        assert_eq!(exit, loadgen::Exit::Error, "{start}: {err}");
-        assert!(err.contains(needle), "{start}: {err}");
-        assert!(!out.exists(), "a late shard writes no report");
+        let mut argv = vec![
+            "run", path, "--target", &url, "--shard", "2/3", "--out", out_arg,
+        ];
+        argv.extend(
+            start
+                .map(|start| ["--start-at", start])
+                .into_iter()
+                .flatten(),
+        );
+        let (exit, _, err) = loadgen(&argv).await;
+        assert_eq!(exit, loadgen::Exit::Error, "{start:?}: {err}");
+        assert!(err.contains(needle), "{start:?}: {err}");
+        assert!(!out.exists(), "a refused shard writes no report");
     }
-    // Several shards need a common start: without one, exit 2 too.
-    let (exit, _, err) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--shard",
-        "2/3",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .await;
-    assert_eq!(exit, loadgen::Exit::Error);
-    assert!(err.contains("needs --start-at"), "{err}");
 }
