@@ -71,7 +71,7 @@ async fn three_shards_merge_into_the_single_run() {
     // The preloads must be done a second before the start; on a loaded
     // machine a short lead is too short, which the shards report (exit 2
     // "after its deadline") — then the run is repeated with more lead.
-    let mut leads = [6, 20, 60].into_iter();
+    let mut leads = [12, 30, 60].into_iter();
     let results = loop {
         let lead = leads.next().expect("the shards never started together");
         let start = humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(lead))
