@@ -15,11 +15,12 @@ use std::{
 };
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::ShardSection;
 use crate::{
-    engine::aggregate::{Aggregator, Measurements},
+    engine::aggregate::{Aggregator, Measurements, Merging},
     report::{self, Report},
     runner::{self, Verifier},
     scenario,
@@ -49,33 +50,60 @@ pub struct MergeOptions {
 #[error("cannot merge these shard reports:\n{}", .0.join("\n"))]
 pub struct InvalidShardSet(pub Vec<String>);
 
-/// One shard report as read from disk.
+/// One shard report as read from disk, its measurements still encoded.
 pub struct ShardReport {
     pub path: PathBuf,
-    pub section: ShardSection,
+    pub section: ShardSection<Box<RawValue>>,
+}
+
+/// A report file: only its `shard` section matters here.
+#[derive(Deserialize)]
+struct ReportFile {
+    shard: Option<ShardSection<Box<RawValue>>>,
 }
 
 /// Reads the `shard` section of a report written by `run --shard`.
 pub fn read(path: &Path) -> anyhow::Result<ShardReport> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read shard report {}", path.display()))?;
-    let mut json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let section = json
-        .get_mut("shard")
-        .map(serde_json::Value::take)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} has no \"shard\" section: it was not written by `loadgen run --shard I/N --out`",
-                path.display()
-            )
-        })?;
-    let section = serde_json::from_value(section)
-        .with_context(|| format!("{}: malformed \"shard\" section", path.display()))?;
+    let file: ReportFile = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a loadgen report", path.display()))?;
+    let section = file.shard.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} has no \"shard\" section: it was not written by `loadgen run --shard I/N --out`",
+            path.display()
+        )
+    })?;
     Ok(ShardReport {
         path: path.to_owned(),
         section,
     })
+}
+
+/// Decodes one shard's measurements after the other into the union.
+fn merge_measurements(
+    reports: &[ShardReport],
+) -> anyhow::Result<(Measurements, Vec<ShardEntry<'_>>)> {
+    let mut merging: Option<Merging> = None;
+    let mut entries = Vec::new();
+    for report in reports {
+        let part: Measurements = serde_json::from_str(report.section.measurements.get())
+            .with_context(|| format!("{}: malformed measurements", report.path.display()))?;
+        entries.push(ShardEntry {
+            shard: report.section.shard,
+            report: report.path.display().to_string(),
+            target: &report.section.target,
+            started_at_unix_ms: part.started_at_unix_ms,
+            ended_at_unix_ms: part.ended_at_unix_ms,
+            requests: part.latency.0.len(),
+        });
+        match merging.as_mut() {
+            Some(merging) => merging.add(part)?,
+            None => merging = Some(Merging::new(part)),
+        }
+    }
+    let merged = merging.ok_or_else(|| anyhow::anyhow!("no shard reports"))?;
+    Ok((merged.finish(), entries))
 }
 
 /// Everything wrong with the set, at once: the count, scenario, seed and
@@ -235,11 +263,7 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
     let first = &reports[0].section;
     let mut plan = scenario::parse(&first.scenario_path, &first.scenario_toml, &first.scenario)?;
     plan.seed = first.seed;
-    let measurements: Vec<Measurements> = reports
-        .iter()
-        .map(|report| report.section.measurements.clone())
-        .collect();
-    let merged = Measurements::merge(&measurements)?;
+    let (merged, shards) = merge_measurements(&reports)?;
     let mut aggregator = Aggregator::from_measurements(&plan, &merged)?;
     let summary = aggregator.summary(&plan, false);
     let window = (
@@ -294,17 +318,6 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
             checks: &checks,
             passed: exit == Exit::Pass,
         };
-        let shards: Vec<ShardEntry> = reports
-            .iter()
-            .map(|report| ShardEntry {
-                shard: report.section.shard,
-                report: report.path.display().to_string(),
-                target: &report.section.target,
-                started_at_unix_ms: report.section.measurements.started_at_unix_ms,
-                ended_at_unix_ms: report.section.measurements.ended_at_unix_ms,
-                requests: report.section.measurements.latency.0.len(),
-            })
-            .collect();
         let section = Some(("shards", serde_json::to_value(shards)?));
         if let Some(path) = &options.out {
             runner::write_report(path, &report, section.clone())?;

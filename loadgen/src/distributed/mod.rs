@@ -30,8 +30,10 @@ pub struct MetricsSnapshot {
 
 /// The `shard` object of a shard's JSON report: everything `loadgen merge`
 /// needs, self-contained (the merge reads nothing else of the report).
+/// The merge reads `measurements` as raw JSON first and decodes one
+/// shard's at a time (`M = Box<RawValue>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardSection {
+pub struct ShardSection<M = Measurements> {
     /// 1-based shard number and shard count (`--shard I/N`).
     pub shard: u64,
     pub shards: u64,
@@ -53,7 +55,7 @@ pub struct ShardSection {
     pub metrics_after: Option<MetricsSnapshot>,
     pub interrupted: bool,
     pub error: Option<String>,
-    pub measurements: Measurements,
+    pub measurements: M,
 }
 
 /// FNV-1a (64 bit), hex: a stable fingerprint, not a security measure.

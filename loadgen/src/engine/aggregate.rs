@@ -6,7 +6,7 @@
 
 mod snapshot;
 
-pub use snapshot::{unix_ms, Hist, Measurements, SeriesSample};
+pub use snapshot::{unix_ms, Hist, Measurements, Merging, SeriesSample};
 
 use std::{
     collections::BTreeMap,

@@ -279,41 +279,64 @@ impl Measurements {
         let (first, rest) = parts
             .split_first()
             .ok_or_else(|| anyhow::anyhow!("nothing to merge"))?;
-        let mut merged = first.clone();
+        let mut merged = Merging::new(first.clone());
         for part in rest {
-            if part.operations.len() != merged.operations.len()
-                || part.phases.len() != merged.phases.len()
-            {
-                anyhow::bail!("the parts measured different operations or phases");
-            }
-            merged.started_at_unix_ms = merged.started_at_unix_ms.min(part.started_at_unix_ms);
-            merged.ended_at_unix_ms = merged.ended_at_unix_ms.max(part.ended_at_unix_ms);
-            for (into, op) in merged.operations.iter_mut().zip(&part.operations) {
-                into.latency.add(&op.latency)?;
-                into.service_time.add(&op.service_time)?;
-                add_counts(&mut into.statuses, &op.statuses);
-                add_counts(&mut into.transport_errors, &op.transport_errors);
-                into.errors += op.errors;
-            }
-            for (into, phase) in merged.phases.iter_mut().zip(&part.phases) {
-                into.latency.add(&phase.latency)?;
-                into.completed += phase.completed;
-                into.errors += phase.errors;
-                into.dropped += phase.dropped;
-                into.scheduled = match (into.scheduled, phase.scheduled) {
-                    (Some(a), Some(b)) => Some(a + b),
-                    (a, b) => a.or(b),
-                };
-                into.started_at_unix_ms =
-                    min_some(into.started_at_unix_ms, phase.started_at_unix_ms);
-                into.ended_at_unix_ms = into.ended_at_unix_ms.max(phase.ended_at_unix_ms);
-            }
-            merged.latency.add(&part.latency)?;
-            merged.service_time.add(&part.service_time)?;
-            merged.send_lag.add(&part.send_lag)?;
+            merged.add(part.clone())?;
         }
-        merged.series = merge_series(parts, merged.started_at_unix_ms);
-        Ok(merged)
+        Ok(merged.finish())
+    }
+}
+
+/// A merge in progress, fed one part at a time so that only one part's
+/// histograms need to be decoded at once (64 shards × 18 histograms of
+/// ~190 KiB each would otherwise all be in memory together).
+#[derive(Debug)]
+pub struct Merging(Measurements);
+
+impl Merging {
+    pub fn new(first: Measurements) -> Self {
+        Self(first)
+    }
+
+    pub fn add(&mut self, part: Measurements) -> anyhow::Result<()> {
+        let merged = &mut self.0;
+        if part.operations.len() != merged.operations.len()
+            || part.phases.len() != merged.phases.len()
+        {
+            anyhow::bail!("the parts measured different operations or phases");
+        }
+        merged.started_at_unix_ms = merged.started_at_unix_ms.min(part.started_at_unix_ms);
+        merged.ended_at_unix_ms = merged.ended_at_unix_ms.max(part.ended_at_unix_ms);
+        for (into, op) in merged.operations.iter_mut().zip(&part.operations) {
+            into.latency.add(&op.latency)?;
+            into.service_time.add(&op.service_time)?;
+            add_counts(&mut into.statuses, &op.statuses);
+            add_counts(&mut into.transport_errors, &op.transport_errors);
+            into.errors += op.errors;
+        }
+        for (into, phase) in merged.phases.iter_mut().zip(&part.phases) {
+            into.latency.add(&phase.latency)?;
+            into.completed += phase.completed;
+            into.errors += phase.errors;
+            into.dropped += phase.dropped;
+            into.scheduled = match (into.scheduled, phase.scheduled) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            into.started_at_unix_ms = min_some(into.started_at_unix_ms, phase.started_at_unix_ms);
+            into.ended_at_unix_ms = into.ended_at_unix_ms.max(phase.ended_at_unix_ms);
+        }
+        merged.latency.add(&part.latency)?;
+        merged.service_time.add(&part.service_time)?;
+        merged.send_lag.add(&part.send_lag)?;
+        // Bucketed by second in `finish`, once the earliest start is known.
+        merged.series.extend(part.series);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Measurements {
+        self.0.series = merge_series(&self.0.series, self.0.started_at_unix_ms);
+        self.0
     }
 }
 
@@ -330,11 +353,11 @@ fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Sums the parts' series by second since `start` (the parts start within
+/// Sums series points by second since `start` (the parts start within
 /// milliseconds of each other under `--start-at`, so a second is a second).
-fn merge_series(parts: &[Measurements], start: u64) -> Vec<SeriesSample> {
+fn merge_series(samples: &[SeriesSample], start: u64) -> Vec<SeriesSample> {
     let mut seconds: BTreeMap<u64, SeriesSample> = BTreeMap::new();
-    for sample in parts.iter().flat_map(|part| &part.series) {
+    for sample in samples {
         let second = (sample.at_unix_ms.saturating_sub(start) + 500) / 1000;
         let point = seconds.entry(second).or_insert_with(|| SeriesSample {
             at_unix_ms: start + second * 1000,
