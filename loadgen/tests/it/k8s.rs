@@ -198,3 +198,40 @@ fn render_refuses_bad_input_with_exit_2() {
         );
     }
 }
+
+#[test]
+fn the_loadgen_image_is_multi_stage_non_root_and_pinned() {
+    let text = std::fs::read_to_string(repo().join("compose/Dockerfile.loadgen")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let stages = lines.iter().filter(|l| l.starts_with("FROM ")).count();
+    assert!(stages >= 2, "multi-stage: {stages} FROM lines");
+    // Base images come from ARG defaults, each pinned to a tag (never latest).
+    for arg in lines
+        .iter()
+        .filter(|l| l.starts_with("ARG ") && l.contains("_IMAGE="))
+    {
+        let image = arg.split_once('=').unwrap().1;
+        assert!(
+            image.contains(':') && !image.ends_with(":latest"),
+            "{image} is not pinned"
+        );
+    }
+    let user = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("USER");
+    assert!(
+        !["root", "0", "0:0"].contains(&user.trim()),
+        "runs as {user}"
+    );
+    assert!(text.contains("cargo build --release --locked -p loadgen"));
+    assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/loadgen"]"#));
+    // The Job's pods run as the image's user.
+    let job = std::fs::read_to_string(repo().join("deploy/k8s/shards-job.yaml")).unwrap();
+    let uid = user.split(':').next().unwrap();
+    assert!(
+        job.contains(&format!("runAsUser: {uid}")),
+        "Job and image disagree on the user"
+    );
+}
