@@ -464,6 +464,14 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_without_samples_merges_as_nothing() {
+        // More shards than arrivals: some measure nothing at all.
+        let merged = Measurements::merge(&[part(1..=10, 0), part(std::iter::empty(), 0)]).unwrap();
+        assert_eq!(merged.latency.0.len(), 10);
+        assert_eq!(merged.latency.0.max(), 10);
+    }
+
+    #[test]
     fn corrupt_histograms_are_refused() {
         let mut json = serde_json::to_value(part(1..=10, 0)).unwrap();
         json["latency"] = serde_json::Value::String("AAAA".into());
