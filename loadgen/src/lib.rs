@@ -12,13 +12,15 @@
 //!   service's counters, expectations, `verify-alerts`, `verify-dashboard`;
 //! - [`report`]: the summary model and its renderings (terminal tables,
 //!   JSON);
-//! - [`runner`] ties them together for `loadgen run`; [`cli`] is the
+//! - [`runner`] ties them together for `loadgen run`, [`distributed`] for
+//!   `run --shard` and `loadgen merge`; [`cli`] is the
 //!   command line and [`duration`] the one duration syntax everywhere.
 //!
 //! `main.rs` only parses arguments and calls [`main_with`]; tests call the
 //! same function with their own output buffer and cancellation token.
 
 pub mod cli;
+pub mod distributed;
 pub mod duration;
 pub mod engine;
 pub mod report;
@@ -86,6 +88,8 @@ async fn dispatch(
             seed,
             out: report,
             quiet,
+            shard,
+            start_at,
         } => {
             let plan = scenario::load(&scenario)?;
             let options = runner::RunOptions {
@@ -94,7 +98,15 @@ async fn dispatch(
                 seed,
                 out: report,
                 quiet,
+                shard: shard.unwrap_or(engine::shard::Shard::WHOLE),
             };
+            if let Some(shard) = shard {
+                let mut verifier = distributed::shard_run::shard_verifier(
+                    &scenario, &options, shard, start_at, &cancel,
+                )?;
+                let result = runner::run(plan, &options, &mut verifier, cancel, out).await?;
+                return Ok(result.exit);
+            }
             let mut verifier = verify::server::ServerVerifier::new(
                 &options.target,
                 &options.prometheus,
@@ -102,6 +114,24 @@ async fn dispatch(
             );
             let result = runner::run(plan, &options, &mut verifier, cancel, out).await?;
             Ok(result.exit)
+        }
+        Command::Merge {
+            reports,
+            target,
+            prometheus,
+            out: report,
+            html,
+            quiet,
+        } => {
+            let options = distributed::merge::MergeOptions {
+                reports,
+                target,
+                prometheus: prometheus.prometheus,
+                out: report,
+                html,
+                quiet,
+            };
+            distributed::merge::run(&options, out).await
         }
         Command::Check { scenarios } => {
             let mut failed = Vec::new();

@@ -20,6 +20,7 @@ use crate::{
     engine::preload,
     engine::progress::Progress,
     engine::request::RequestGen,
+    engine::shard::Shard,
     report::{self, Report, Summary},
     scenario::plan::{Executor, OpKind, Plan},
     verify::check::{self, Check},
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     pub out: Option<PathBuf>,
     pub quiet: bool,
+    /// The slice of the run to send (`--shard I/N`); [`Shard::WHOLE`] by default.
+    pub shard: Shard,
 }
 
 /// Everything a finished (or interrupted) run produced.
@@ -98,6 +101,30 @@ pub trait Verifier {
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether `[expect.client]` is checked here; a shard defers it to the
+    /// merge, since only the union has the scenario's percentiles and rates.
+    fn checks_client(&self) -> bool {
+        true
+    }
+    /// An extra top-level object of the JSON report, as `(key, value)`
+    /// (a shard's `shard` section); called when the report is written.
+    fn report_section(
+        &self,
+        _finished: &Finished<'_>,
+    ) -> anyhow::Result<Option<(&'static str, serde_json::Value)>> {
+        Ok(None)
+    }
+}
+
+/// What a run left behind, for [`Verifier::report_section`].
+pub struct Finished<'a> {
+    pub plan: &'a Plan,
+    pub aggregator: &'a Aggregator,
+    pub summary: &'a Summary,
+    /// Wall-clock time at which the aggregator started.
+    pub started: SystemTime,
+    /// Why the run stopped early, if it did.
+    pub fatal: Option<&'a str>,
 }
 
 /// Runs `plan` and prints the summary and checks to `out`.
@@ -115,7 +142,7 @@ pub async fn run(
     client::preflight(&target).await?;
     verifier.preflight().await?;
     let delete_pool = delete_pool_size(&plan);
-    let requests = RequestGen::new(&plan, delete_pool);
+    let requests = RequestGen::new(&plan, delete_pool).for_shard(options.shard);
     let mut progress = Progress::new(!options.quiet);
     preload::preload(
         Arc::clone(&target),
@@ -138,10 +165,22 @@ pub async fn run(
         cancel.clone(),
     ));
     let started = SystemTime::now();
+    // Phase k starts at the run start plus the planned durations of the
+    // phases before it (or when phase k−1 has drained, if later) — never
+    // right after this process's own last arrival: a shard's last arrival
+    // comes up to (N−1)/rate before the single process's, and shards must
+    // start every phase together (SPEC §11).
+    let timeline = tokio::time::Instant::now();
+    let mut planned = std::time::Duration::ZERO;
     for (index, phase) in plan.phases.iter().enumerate() {
+        tokio::select! {
+            () = tokio::time::sleep_until(timeline + planned) => {}
+            () = cancel.cancelled() => {}
+        }
         if cancel.is_cancelled() {
             break;
         }
+        planned += phase.executor.duration();
         executor::run_phase(PhaseContext {
             index,
             phase: phase.clone(),
@@ -163,7 +202,9 @@ pub async fn run(
     let summary = aggregator.summary(&plan, interrupted);
     let mut checks = Vec::new();
     if !interrupted && fatal.is_none() {
-        checks.extend(check::client_checks(&plan.expect.client, &summary));
+        if verifier.checks_client() {
+            checks.extend(check::client_checks(&plan.expect.client, &summary));
+        }
         checks.extend(
             verifier
                 .after((started, ended), &aggregator, &summary)
@@ -176,11 +217,59 @@ pub async fn run(
         "scenario {} (seed {}) against {}",
         plan.name, plan.seed, target.base
     )?;
-    if !options.quiet {
-        report::write_summary(out, &summary)?;
+    let exit = write_results(
+        out,
+        (!options.quiet).then_some(&summary),
+        &checks,
+        &verifier.notes(),
+        fatal.as_deref(),
+        interrupted,
+    )?;
+    if let Some(path) = &options.out {
+        let section = verifier.report_section(&Finished {
+            plan: &plan,
+            aggregator: &aggregator,
+            summary: &summary,
+            started,
+            fatal: fatal.as_deref(),
+        })?;
+        let report = Report {
+            schema_version: report::SCHEMA_VERSION,
+            scenario: &plan.name,
+            description: &plan.description,
+            seed: plan.seed,
+            target: &target.base,
+            started_at_unix_ms: unix_ms(started),
+            ended_at_unix_ms: unix_ms(ended),
+            summary: &summary,
+            checks: &checks,
+            passed: exit == Exit::Pass,
+        };
+        write_report(path, &report, section)?;
     }
-    report::write_checks(out, &checks)?;
-    for note in verifier.notes() {
+    Ok(RunResult {
+        summary,
+        checks,
+        exit,
+    })
+}
+
+/// Prints the summary (when given), the checks, the notes and the verdict
+/// line, and maps the verdict to the exit code: a fatal error wins, then an
+/// interruption, then the checks.
+pub fn write_results(
+    out: &mut impl Write,
+    summary: Option<&Summary>,
+    checks: &[Check],
+    notes: &[String],
+    fatal: Option<&str>,
+    interrupted: bool,
+) -> std::io::Result<Exit> {
+    if let Some(summary) = summary {
+        report::write_summary(out, summary)?;
+    }
+    report::write_checks(out, checks)?;
+    for note in notes {
         writeln!(out, "{note}")?;
     }
     let passed = checks.iter().all(|check| check.passed);
@@ -211,26 +300,19 @@ pub async fn run(
         )?;
         Exit::CheckFailed
     };
-    if let Some(path) = &options.out {
-        let report = Report {
-            schema_version: report::SCHEMA_VERSION,
-            scenario: &plan.name,
-            description: &plan.description,
-            seed: plan.seed,
-            target: &target.base,
-            started_at_unix_ms: unix_ms(started),
-            ended_at_unix_ms: unix_ms(ended),
-            summary: &summary,
-            checks: &checks,
-            passed: exit == Exit::Pass,
-        };
-        let json = serde_json::to_vec_pretty(&report)?;
-        std::fs::write(path, json)
-            .with_context(|| format!("writing the report to {}", path.display()))?;
+    Ok(exit)
+}
+
+/// Writes the JSON report, with an extra top-level section if given.
+pub fn write_report(
+    path: &std::path::Path,
+    report: &Report<'_>,
+    section: Option<(&str, serde_json::Value)>,
+) -> anyhow::Result<()> {
+    let mut json = serde_json::to_value(report)?;
+    if let (Some((key, value)), Some(object)) = (section, json.as_object_mut()) {
+        object.insert(key.to_owned(), value);
     }
-    Ok(RunResult {
-        summary,
-        checks,
-        exit,
-    })
+    std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("writing the report to {}", path.display()))
 }

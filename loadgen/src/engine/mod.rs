@@ -10,3 +10,4 @@ pub mod preload;
 pub mod progress;
 pub mod request;
 pub mod sample;
+pub mod shard;

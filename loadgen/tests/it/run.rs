@@ -41,6 +41,7 @@ async fn run_plan(text: &str, target: &str) -> (runner::RunResult, String) {
         seed: None,
         out: None,
         quiet: false,
+        shard: loadgen::engine::shard::Shard::WHOLE,
     };
     let mut verifier = ServerVerifier::new(target, &options.prometheus, plan.expect.clone());
     let mut out = Vec::new();
