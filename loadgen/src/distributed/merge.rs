@@ -22,6 +22,7 @@ use super::ShardSection;
 use crate::{
     engine::aggregate::{Aggregator, Measurements, Merging},
     engine::client::Target,
+    engine::shard::MAX_SHARDS,
     report::{self, Report},
     runner, scenario,
     verify::{
@@ -137,12 +138,44 @@ pub fn validate(reports: &[ShardReport]) -> Result<(), InvalidShardSet> {
             first.scenario_hash.clone(),
         );
         differs("seed", shard.seed.to_string(), first.seed.to_string());
+        differs(
+            "loadgen version",
+            shard.loadgen_version.clone(),
+            first.loadgen_version.clone(),
+        );
         differs("target", shard.target.clone(), first.target.clone());
         differs(
             "--start-at",
             start_at(shard.start_at_unix_ms),
             start_at(first.start_at_unix_ms),
         );
+    }
+    for report in reports {
+        let (path, shard) = (report.path.display(), &report.section);
+        if super::scenario_hash(shard.scenario_toml.as_bytes()) != shard.scenario_hash {
+            problems.push(format!(
+                "  {path}: the embedded scenario_toml does not match its scenario_hash {} (edited report?)",
+                shard.scenario_hash
+            ));
+        }
+        if let Some(start) = shard.start_at_unix_ms {
+            if shard.ready_at_unix_ms > start {
+                problems.push(format!(
+                    "  {path}: shard {} was ready at {}, after --start-at {}",
+                    shard.shard,
+                    start_at(Some(shard.ready_at_unix_ms)),
+                    start_at(Some(start))
+                ));
+            }
+        }
+    }
+    // Before anything is sized by it: the count comes from a file.
+    if !(1..=MAX_SHARDS).contains(&first.shards) {
+        problems.push(format!(
+            "  {first_path}: shard count {} is outside 1..={MAX_SHARDS}",
+            first.shards
+        ));
+        return Err(InvalidShardSet(problems));
     }
     let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for report in reports {

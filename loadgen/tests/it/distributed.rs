@@ -212,6 +212,42 @@ async fn refusals(dir: &tempfile::TempDir, outs: &[String]) {
         )
         .await;
     }
+    // Edited reports first in the list (their fields lead the comparison):
+    // a huge count is refused before anything is sized by it, the embedded
+    // scenario must match its hash, the versions must agree, and parts that
+    // name their operations differently never merge by position.
+    let mut operations = json(outs[0].as_ref());
+    operations["shard"]["measurements"]["operations"][0]["name"] = "get_miss".into();
+    let mut toml = json(outs[0].as_ref());
+    toml["shard"]["scenario_toml"] = SCENARIO
+        .replace("error_ratio_max = 0.0", "error_ratio_max = 1.0")
+        .into();
+    let edits: [(&str, Value, &str); 4] = [
+        (
+            "shards",
+            1_000_000_000_u64.into(),
+            "shard count 1000000000 is outside 1..=10000",
+        ),
+        ("loadgen_version", "0.0.1".into(), "loadgen version"),
+        (
+            "scenario_toml",
+            toml["shard"]["scenario_toml"].clone(),
+            "does not match its scenario_hash",
+        ),
+        (
+            "measurements",
+            operations["shard"]["measurements"].clone(),
+            "different operations or phases",
+        ),
+    ];
+    for (field, value, needle) in edits {
+        let mut edited = json(outs[0].as_ref());
+        edited["shard"][field] = value;
+        std::fs::write(&other, edited.to_string()).unwrap();
+        let mut args = vec![other.display().to_string()];
+        args.extend(outs[1..].iter().cloned());
+        refused(args, needle).await;
+    }
     let mut single = json(outs[0].as_ref());
     single.as_object_mut().unwrap().remove("shard");
     std::fs::write(&other, single.to_string()).unwrap();

@@ -206,6 +206,15 @@ impl Aggregator {
                 plan.phases.len()
             );
         }
+        let ops = OpKind::ALL.iter().map(|op| op.name());
+        let phases = plan.phases.iter().map(|phase| phase.name.as_str());
+        for (expected, found) in ops.chain(phases).zip(measurements.names()) {
+            if expected != found {
+                anyhow::bail!(
+                    "the measurements have {found:?} where the scenario has {expected:?}"
+                );
+            }
+        }
         let mut aggregator = Aggregator::new(plan, Progress::new(false));
         // Instants are relative to "now", which stands for the run's end.
         let (now, end) = (Instant::now(), measurements.ended_at_unix_ms);
@@ -270,6 +279,13 @@ impl Aggregator {
 }
 
 impl Measurements {
+    /// Operation names then phase names, in order: parts merge by position
+    /// only when these agree.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let ops = self.operations.iter().map(|op| op.name.as_str());
+        ops.chain(self.phases.iter().map(|phase| phase.name.as_str()))
+    }
+
     /// The exact union of several processes' measurements of one plan.
     /// Histograms and counts add up; a phase runs from its earliest start to
     /// its latest end; series points of the same second (relative to the
@@ -302,8 +318,13 @@ impl Merging {
         let merged = &mut self.0;
         if part.operations.len() != merged.operations.len()
             || part.phases.len() != merged.phases.len()
+            || !part.names().eq(merged.names())
         {
-            anyhow::bail!("the parts measured different operations or phases");
+            anyhow::bail!(
+                "the parts measured different operations or phases: {:?} vs {:?}",
+                merged.names().collect::<Vec<_>>(),
+                part.names().collect::<Vec<_>>()
+            );
         }
         merged.started_at_unix_ms = merged.started_at_unix_ms.min(part.started_at_unix_ms);
         merged.ended_at_unix_ms = merged.ended_at_unix_ms.max(part.ended_at_unix_ms);
