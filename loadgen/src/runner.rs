@@ -222,8 +222,12 @@ pub async fn run(
         (!options.quiet).then_some(&summary),
         &checks,
         &verifier.notes(),
-        fatal.as_deref(),
-        interrupted,
+        match (fatal.as_deref(), interrupted) {
+            (Some(message), _) => Ending::Fatal(message),
+            (None, true) => Ending::Interrupted,
+            (None, false) if !verifier.checks_client() => Ending::ChecksDeferred,
+            (None, false) => Ending::Completed,
+        },
     )?;
     if let Some(path) = &options.out {
         let section = verifier.report_section(&Finished {
@@ -254,6 +258,17 @@ pub async fn run(
     })
 }
 
+/// How a run ended, for its verdict line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// The checks decide.
+    Completed,
+    /// A shard: it ran its part, the merge checks the union.
+    ChecksDeferred,
+    Interrupted,
+    Fatal(&'a str),
+}
+
 /// Prints the summary (when given), the checks, the notes and the verdict
 /// line, and maps the verdict to the exit code: a fatal error wins, then an
 /// interruption, then the checks.
@@ -262,9 +277,13 @@ pub fn write_results(
     summary: Option<&Summary>,
     checks: &[Check],
     notes: &[String],
-    fatal: Option<&str>,
-    interrupted: bool,
+    ending: Ending<'_>,
 ) -> std::io::Result<Exit> {
+    let (fatal, interrupted) = match ending {
+        Ending::Fatal(message) => (Some(message), false),
+        Ending::Interrupted => (None, true),
+        Ending::Completed | Ending::ChecksDeferred => (None, false),
+    };
     if let Some(summary) = summary {
         report::write_summary(out, summary)?;
     }
@@ -282,6 +301,12 @@ pub fn write_results(
             "interrupted: partial results above, checks not evaluated"
         )?;
         Exit::Interrupted
+    } else if ending == Ending::ChecksDeferred {
+        writeln!(
+            out,
+            "DONE: checks deferred to `loadgen merge` (this shard checked nothing)"
+        )?;
+        Exit::Pass
     } else if passed {
         writeln!(out, "PASS: all {} checks passed", checks.len())?;
         Exit::Pass

@@ -35,6 +35,10 @@ use crate::{
     Exit,
 };
 
+/// Shards keep exact histograms per operation and phase, not per second.
+const SERIES_NOTE: &str = "note: the per-second p50/p99 of the merged series (report `summary.series`) are the worst \
+shard's in each second, an upper bound; every other percentile is pooled exactly over all shards' requests";
+
 /// Options of `loadgen merge`.
 #[derive(Debug, Clone)]
 pub struct MergeOptions {
@@ -336,7 +340,7 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
         responses: aggregator.route_counts(),
         uncertain: aggregator.unanswered_by_route(),
     };
-    let mut notes = Vec::new();
+    let mut notes = vec![SERIES_NOTE.to_owned()];
     let reconciliation = reconcile::reconcile(&after.since(&before), &client);
     if !reconciliation.rows.is_empty() {
         notes.push(format!(
@@ -391,8 +395,7 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
         (!options.quiet).then_some(&summary),
         &checks,
         &notes,
-        None,
-        false,
+        runner::Ending::Completed,
     )?;
 
     if options.out.is_some() || options.html.is_some() {

@@ -119,6 +119,10 @@ async fn three_shards_merge_into_the_single_run() {
     for (exit, out, err) in &results {
         assert_eq!(*exit, loadgen::Exit::Pass, "{out}\n{err}");
         assert!(out.contains("deferred to `loadgen merge`"), "{out}");
+        assert!(
+            out.contains("DONE: checks deferred") && !out.contains("PASS"),
+            "a shard passes nothing: {out}"
+        );
     }
 
     let reports: Vec<Value> = outs.iter().map(|o| json(o.as_ref())).collect();
@@ -153,6 +157,7 @@ async fn three_shards_merge_into_the_single_run() {
     let (exit, out, err) = loadgen(&args).await;
     assert_eq!(exit, loadgen::Exit::Pass, "{out}\n{err}");
     assert!(out.contains("3 shards merged"), "{out}");
+    assert!(out.contains("per-second p50/p99"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.contains("reconcile server counts with client") && l.contains("PASS")),
