@@ -138,6 +138,9 @@ pub async fn run(
     if let Some(seed) = options.seed {
         plan.seed = seed;
     }
+    if let Some(path) = &options.out {
+        check_writable(path)?;
+    }
     let target = Arc::new(Target::resolve(&options.target).await?);
     client::preflight(&target).await?;
     verifier.preflight().await?;
@@ -256,6 +259,29 @@ pub async fn run(
         checks,
         exit,
     })
+}
+
+/// Fails before any load when `--out` cannot be written (a missing
+/// directory, a volume the user may not write — e.g. a Kubernetes volume
+/// that ignores `fsGroup`): finding out after the whole run wastes it.
+/// Probes with a file next to it, so an existing report is left alone.
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("--out {}: not a file name", path.display()))?;
+    let probe = path.with_file_name(format!(
+        ".{}.probe-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "--out {}: cannot write there (checked before the run)",
+                path.display()
+            )
+        })
 }
 
 /// How a run ended, for its verdict line.

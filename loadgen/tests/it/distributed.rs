@@ -294,6 +294,33 @@ async fn a_shard_ready_after_the_start_time_exits_2() {
         assert!(err.contains(needle), "{start:?}: {err}");
         assert!(!out.exists(), "a refused shard writes no report");
     }
+    // An unwritable --out is refused before the preload and the load, not
+    // after the run (the scenario would take a minute).
+    let long = scenario(
+        &dir,
+        "long",
+        "[keyspace]\npreload = 5\n[mix]\nget_hit = 1\n[[phases]]\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"60s\"\n",
+    );
+    let missing = dir.path().join("no-such-dir").join("shard-1.json");
+    let started = std::time::Instant::now();
+    let (exit, _, err) = loadgen(&[
+        "run",
+        long.to_str().unwrap(),
+        "--target",
+        &url,
+        "--shard",
+        "1/1",
+        "--out",
+        missing.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(exit, loadgen::Exit::Error, "{err}");
+    assert!(err.contains("cannot write there"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A slow warm-up then the main phase, split over more shards than the
