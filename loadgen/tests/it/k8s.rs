@@ -4,7 +4,8 @@
 //! distributed run needs — the scenario verbatim, an Indexed Job with
 //! completions = parallelism = N whose pods compute their shard from
 //! JOB_COMPLETION_INDEX and share one start time, reports on a shared
-//! volume, and a merge Job that exits with loadgen's code.
+//! volume, and a merge Job (rendered separately: it must not start before
+//! the shards end) that exits with loadgen's code.
 
 use std::process::Command;
 
@@ -16,7 +17,14 @@ use serde::Deserialize;
 
 use crate::common::repo;
 
-const START: &str = "2030-01-01T12:00:00Z";
+/// An hour from now: the script refuses past starts and starts more than
+/// 24 h ahead.
+fn start() -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+    )
+    .to_string()
+}
 
 struct Rendered {
     config_map: ConfigMap,
@@ -26,35 +34,49 @@ struct Rendered {
 }
 
 fn render(args: &[&str]) -> std::process::Output {
+    render_part("render", args)
+}
+
+fn render_part(part: &str, args: &[&str]) -> std::process::Output {
     Command::new(repo().join("deploy/k8s/run"))
         .current_dir(repo())
-        .arg("render")
+        .arg(part)
         .args(args)
         .env_remove("SHARDS")
         .output()
         .expect("run deploy/k8s/run")
 }
 
-fn rendered(shards: u32) -> Rendered {
+fn rendered(shards: u32, scenario: &str, start: &str) -> Rendered {
     let count = shards.to_string();
-    let output = render(&[
+    let args = [
         "--shards",
         &count,
         "--scenario",
-        "scenarios/smoke.toml",
+        scenario,
         "--start-at",
-        START,
+        start,
         "--name",
         "smoke-run",
         "--image",
         "registry.example/loadgen:1",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
+    ];
+    let mut text = String::new();
+    for part in ["render", "render-merge"] {
+        let output = render_part(part, &args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stream = String::from_utf8(output.stdout).unwrap();
+        let jobs = stream.matches("kind: Job").count();
+        assert_eq!(jobs, 1, "{part}: one Job per stream, the merge apart");
+        if !text.is_empty() {
+            text += "\n---\n";
+        }
+        text += &stream;
+    }
     let mut config_map = None;
     let mut volume = None;
     let mut jobs = Vec::new();
@@ -104,8 +126,10 @@ fn claim(spec: &PodSpec) -> &str {
 #[test]
 fn manifests_parse_into_kubernetes_types_for_1_4_and_64_shards() {
     let scenario = std::fs::read_to_string(repo().join("scenarios/smoke.toml")).unwrap();
+    let start = start();
+    let start = start.as_str();
     for shards in [1, 4, 64] {
-        let run = rendered(shards);
+        let run = rendered(shards, "scenarios/smoke.toml", start);
         assert_eq!(
             run.config_map.data.as_ref().unwrap()["scenario.toml"],
             scenario,
@@ -122,9 +146,13 @@ fn manifests_parse_into_kubernetes_types_for_1_4_and_64_shards() {
         assert_eq!(spec.completions, Some(shards as i32));
         assert_eq!(spec.parallelism, Some(shards as i32));
         assert_eq!(
-            spec.backoff_limit,
+            spec.backoff_limit_per_index,
             Some(0),
             "a retried shard would start late"
+        );
+        assert_eq!(
+            spec.backoff_limit, None,
+            "a Job-wide limit would stop every other shard when one fails"
         );
         let pod_spec = pod(&run.shards);
         assert_eq!(pod_spec.restart_policy.as_deref(), Some("Never"));
@@ -143,7 +171,7 @@ fn manifests_parse_into_kubernetes_types_for_1_4_and_64_shards() {
             assert!(script.contains(needle), "{needle} not in {script}");
         }
         assert_eq!(env(container, "SHARDS"), shards.to_string());
-        assert_eq!(env(container, "START_AT"), START);
+        assert_eq!(env(container, "START_AT"), start);
         let mounts: Vec<&str> = container
             .volume_mounts
             .iter()
@@ -189,6 +217,21 @@ fn render_refuses_bad_input_with_exit_2() {
         (&["--scenario", "nope.toml"][..], "not found"),
         (&["--name", "Bad_Name"][..], "--name must be a DNS label"),
         (&["--shards"][..], "needs a value"),
+        (&["--start-at", "+120s"][..], "absolute RFC 3339"),
+        (&["--start-at", "tomorrow"][..], "absolute RFC 3339"),
+        (
+            &["--start-at", "2020-01-01T00:00:00Z"][..],
+            "not in the future",
+        ),
+        (
+            &["--start-at", "2099-01-01T00:00:00Z"][..],
+            "more than 24 h ahead",
+        ),
+        (
+            &["--start-at", "2030-01-01T00:00:00+99:99"][..],
+            "absolute RFC 3339",
+        ),
+        (&["--target", "http://a\"b"][..], "not a plain http(s) URL"),
     ] {
         let output = render(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -234,4 +277,14 @@ fn the_loadgen_image_is_multi_stage_non_root_and_pinned() {
         job.contains(&format!("runAsUser: {uid}")),
         "Job and image disagree on the user"
     );
+}
+
+#[test]
+fn a_scenario_whose_first_line_is_indented_travels_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "  # indented header\nname = \"x\"\n[mix]\nroot = 1\n[[phases]]\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n";
+    let path = dir.path().join("indented.toml");
+    std::fs::write(&path, text).unwrap();
+    let run = rendered(2, path.to_str().unwrap(), &start());
+    assert_eq!(run.config_map.data.as_ref().unwrap()["scenario.toml"], text);
 }
