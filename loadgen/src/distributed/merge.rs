@@ -313,6 +313,9 @@ struct ShardEntry<'a> {
 
 /// Runs `loadgen merge`.
 pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result<Exit> {
+    if let Some(path) = &options.html {
+        return Err(html_unavailable(path));
+    }
     let mut reports = options
         .reports
         .iter()
@@ -423,15 +426,20 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
 }
 
 /// `merge --html`: to be connected to the HTML renderer of `loadgen run
-/// --html` / `loadgen report` (issue 12) when both are on one branch; the
-/// merged report has the single-run schema, so it renders as one run.
+/// --html` (issue 12) when both are on one branch; the merged report has
+/// the single-run schema, so it renders as one run. Until then refused up
+/// front, before any work, so it never overrides a verdict.
 fn write_html(
     path: &Path,
     _report: &Report<'_>,
     _section: Option<(&str, serde_json::Value)>,
 ) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "--html {}: the HTML renderer is not part of this build yet; write the JSON with --out and render it with `loadgen report`",
+    Err(html_unavailable(path))
+}
+
+fn html_unavailable(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--html {}: this build of loadgen has no HTML renderer yet; write the merged report with --out merged.json",
         path.display()
     )
 }

@@ -253,6 +253,14 @@ async fn refusals(dir: &tempfile::TempDir, outs: &[String]) {
         args.extend(outs[1..].iter().cloned());
         refused(args, needle).await;
     }
+    // No HTML renderer in this build: refused up front, pointing at --out.
+    let mut args = vec!["--html".to_owned(), "merged.html".to_owned()];
+    args.extend(outs.iter().cloned());
+    refused(
+        args,
+        "no HTML renderer yet; write the merged report with --out",
+    )
+    .await;
     let mut single = json(outs[0].as_ref());
     single.as_object_mut().unwrap().remove("shard");
     std::fs::write(&other, single.to_string()).unwrap();
