@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::common::{loadgen, scenario, Service};
+use crate::common::{loadgen, scenario, Monitoring, Service};
 
 /// Open loop (200/s × 2 s = 400 arrivals) then closed loop (2 VUs over 3
 /// shards: one shard has none and only keeps time).
@@ -387,4 +387,97 @@ async fn every_shard_starts_every_phase_on_the_global_timeline() {
         main_requests += phases[1]["completed"].as_u64().unwrap();
     }
     assert_eq!(main_requests, 60, "the union sends main's 60 arrivals");
+}
+
+/// Root requests only, after a preload of POSTs; Prometheus must see the
+/// run's 100 requests — not the preload before `--start-at`, not traffic
+/// after the last shard ended (however late the merge runs).
+const WINDOWED: &str = r#"
+seed = 5
+[keyspace]
+preload = 400
+[mix]
+root = 1
+[[phases]]
+executor = "constant-arrival-rate"
+rate = 50
+duration = "2s"
+[[expect.promql]]
+name = "root requests in the window"
+query = 'sum(increase(http_requests_total{job="items-service",endpoint="/"}[$__range]))'
+min = 90
+max = 110
+[[expect.promql]]
+name = "no preload POST in the window"
+query = 'sum(increase(http_requests_total{job="items-service",endpoint="/items",method="POST"}[$__range]))'
+max = 0.5
+"#;
+
+const ROOT: &str = "sum(http_requests_total{job=\"items-service\",endpoint=\"/\"})";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merge_window_is_the_run_not_the_preload_nor_what_came_after() {
+    let service = Service::start().await;
+    let monitoring = Monitoring::start(&service, |rules| rules).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(&dir, "windowed", WINDOWED);
+    let prometheus = loadgen::verify::prometheus::Prometheus::new(&monitoring.prometheus);
+    let until = |query: &'static str, done: Box<dyn Fn(f64) -> bool>| {
+        let prometheus = &prometheus;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let seen = prometheus.query(query, None).await.unwrap();
+                if seen.first().is_some_and(|s| done(s.value)) {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "{query}: {seen:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // The root series must exist before the window (increase() cannot
+    // count a series' first sample).
+    let http = reqwest::Client::new();
+    http.get(service.url()).send().await.unwrap();
+    until(ROOT, Box::new(|seen| seen >= 1.0)).await;
+    let outs = shard_outs(&dir, 2);
+    let results = run_shards(path.to_str().unwrap(), &service.url(), &outs).await;
+    for (exit, out, err) in &results {
+        assert_eq!(*exit, loadgen::Exit::Pass, "{out}\n{err}");
+    }
+    // Someone else's traffic after the run (after the first scrape past the
+    // last shard's end, which closes the window), scraped before the merge.
+    let end = outs
+        .iter()
+        .map(|out| {
+            json(out.as_ref())["shard"]["measurements"]["ended_at_unix_ms"]
+                .as_u64()
+                .unwrap()
+        })
+        .max()
+        .unwrap() as f64
+        / 1000.0;
+    until(
+        "max(timestamp(up{job=\"items-service\"}))",
+        Box::new(move |at| at > end),
+    )
+    .await;
+    for _ in 0..300 {
+        http.get(service.url()).send().await.unwrap();
+    }
+    until(ROOT, Box::new(|seen| seen >= 401.0)).await;
+    let mut args = vec!["merge", "--prometheus", &monitoring.prometheus];
+    args.extend(outs.iter().map(String::as_str));
+    let (exit, out, err) = loadgen(&args).await;
+    assert_eq!(exit, loadgen::Exit::Pass, "{out}\n{err}");
+    for check in [
+        "root requests in the window",
+        "no preload POST in the window",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(check) && l.contains("PASS")),
+            "{check}: {out}"
+        );
+    }
 }
