@@ -481,3 +481,41 @@ async fn the_merge_window_is_the_run_not_the_preload_nor_what_came_after() {
         );
     }
 }
+
+/// `max_in_flight = 4` split over 4 shards: one permit each, so a shard
+/// serves at most one 200 ms request at a time — at most 2 s / 200 ms + 1
+/// = 11 of its arrivals, however fast the machine (before the split, each
+/// shard had 4 permits and served ~40, the union 4× the scenario's cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_gets_its_part_of_max_in_flight() {
+    let service = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        &dir,
+        "capped",
+        "[mix]\nfault = 1\n[fault]\nstatus = 503\ndelay = \"200ms\"\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 200\nduration = \"2s\"\nmax_in_flight = 4\n",
+    );
+    let out = dir.path().join("shard-1.json");
+    let (exit, stdout, err) = loadgen(&[
+        "run",
+        path.to_str().unwrap(),
+        "--target",
+        &service.url(),
+        "--shard",
+        "1/4",
+        "--start-at",
+        "+3s",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ])
+    .await;
+    assert_eq!(exit, loadgen::Exit::Pass, "{stdout}\n{err}");
+    let phase = &json(&out)["summary"]["phases"][0];
+    assert_eq!(phase["scheduled"], 100);
+    let completed = phase["completed"].as_u64().unwrap();
+    assert!(
+        completed <= 11,
+        "{completed} served with one permit: {phase}"
+    );
+}
