@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::shard::Shard;
+
 const EXAMPLES: &str = "\
 Examples:
   loadgen run scenarios/baseline.toml
@@ -11,6 +13,8 @@ Examples:
   loadgen run scenarios/baseline.toml --html report.html --metrics-listen off
   loadgen report report.json --html report.html
   loadgen check scenarios/*.toml
+  loadgen run scenarios/smoke.toml --shard 2/3 --start-at +30s --out shard-2.json
+  loadgen merge shard-*.json --prometheus http://127.0.0.1:9090 --out merged.json
   loadgen verify-alerts --prometheus http://127.0.0.1:9090
   loadgen verify-dashboard grafana/dashboards/items-service.json
   loadgen verify-dashboard --report report.json   # over that run's window
@@ -82,6 +86,14 @@ pub enum Command {
         quiet: bool,
         #[command(flatten)]
         watch: WatchArgs,
+        /// Run only the I-th of N slices of the scenario (e.g. 2/4) and
+        /// defer every check to `loadgen merge`; needs --out.
+        #[arg(long, value_name = "I/N", requires = "out")]
+        shard: Option<Shard>,
+        /// Start the first phase at TIME: RFC 3339 (2026-05-01T12:00:00Z)
+        /// or +DURATION from now (+30s); the same for every shard.
+        #[arg(long, value_name = "TIME", requires = "shard")]
+        start_at: Option<String>,
     },
     /// Render a JSON report (from `run --out`) as a self-contained HTML page.
     Report {
@@ -90,6 +102,26 @@ pub enum Command {
         /// HTML file to write.
         #[arg(long, required = true)]
         html: PathBuf,
+    },
+    /// Merge shard reports (`run --shard`) and run every check once over the union.
+    Merge {
+        /// Shard reports: one per shard 1..=N of one run.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Base URL of items-service (default: the one the shards used).
+        #[arg(long, env = "LOADGEN_TARGET")]
+        target: Option<String>,
+        #[command(flatten)]
+        prometheus: PrometheusArgs,
+        /// Write the merged JSON report (the single-run schema plus `shards`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the merged report as HTML.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// No per-operation tables; checks and verdict only.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Validate scenario files without sending anything.
     Check {

@@ -14,13 +14,15 @@
 //!   JSON, the self-contained HTML page);
 //! - [`telemetry`]: loadgen's own Prometheus metrics, fed by the
 //!   aggregator and served during a run;
-//! - [`runner`] ties them together for `loadgen run`; [`cli`] is the
+//! - [`runner`] ties them together for `loadgen run`, [`distributed`] for
+//!   `run --shard` and `loadgen merge`; [`cli`] is the
 //!   command line and [`duration`] the one duration syntax everywhere.
 //!
 //! `main.rs` only parses arguments and calls [`main_with`]; tests call the
 //! same function with their own output buffer and cancellation token.
 
 pub mod cli;
+pub mod distributed;
 pub mod duration;
 pub mod engine;
 pub mod report;
@@ -90,6 +92,8 @@ async fn dispatch(
             out: report,
             quiet,
             watch,
+            shard,
+            start_at,
         } => {
             let plan = scenario::load(&scenario)?;
             let options = runner::RunOptions {
@@ -100,7 +104,15 @@ async fn dispatch(
                 quiet,
                 metrics_listen: watch.metrics_listen.0,
                 html: watch.html,
+                shard: shard.unwrap_or(engine::shard::Shard::WHOLE),
             };
+            if let Some(shard) = shard {
+                let mut verifier = distributed::shard_run::shard_verifier(
+                    &scenario, &options, shard, start_at, &cancel,
+                )?;
+                let result = runner::run(plan, &options, &mut verifier, cancel, out).await?;
+                return Ok(result.exit);
+            }
             let mut verifier = verify::server::ServerVerifier::new(
                 &options.target,
                 &options.prometheus,
@@ -113,6 +125,24 @@ async fn dispatch(
             report::html::render_file(&report, &html)?;
             writeln!(out, "wrote {}", html.display())?;
             Ok(Exit::Pass)
+        }
+        Command::Merge {
+            reports,
+            target,
+            prometheus,
+            out: report,
+            html,
+            quiet,
+        } => {
+            let options = distributed::merge::MergeOptions {
+                reports,
+                target,
+                prometheus: prometheus.prometheus,
+                out: report,
+                html,
+                quiet,
+            };
+            distributed::merge::run(&options, out).await
         }
         Command::Check { scenarios } => {
             let mut failed = Vec::new();

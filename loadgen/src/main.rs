@@ -1,4 +1,7 @@
-//! Thin binary: parse arguments, wire Ctrl-C to cancellation, run, exit.
+//! Thin binary: parse arguments, wire Ctrl-C and SIGTERM to cancellation,
+//! run, exit. SIGTERM is what Kubernetes sends a pod it stops (e.g. the
+//! other shards of a failed Job): like Ctrl-C, the run stops and writes its
+//! partial report (exit 130) instead of dying without one.
 
 use std::process::ExitCode;
 
@@ -12,7 +15,7 @@ async fn main() -> ExitCode {
     let cancel = CancellationToken::new();
     let on_interrupt = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if stop_signal().await {
             eprintln!("\ninterrupted: stopping, the partial summary follows");
             on_interrupt.cancel();
         }
@@ -25,4 +28,19 @@ async fn main() -> ExitCode {
     )
     .await;
     ExitCode::from(exit.code())
+}
+
+/// Ctrl-C (SIGINT) or, on Unix, SIGTERM; `false` if neither can be watched.
+async fn stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                interrupt = tokio::signal::ctrl_c() => interrupt.is_ok(),
+                term = term.recv() => term.is_some(),
+            };
+        }
+    }
+    tokio::signal::ctrl_c().await.is_ok()
 }

@@ -21,6 +21,7 @@ use crate::{
     engine::preload,
     engine::progress::Progress,
     engine::request::RequestGen,
+    engine::shard::Shard,
     report::{self, Report, Summary},
     scenario::plan::{Executor, OpKind, Plan},
     telemetry::{self, scrape, RunLabels},
@@ -41,6 +42,8 @@ pub struct RunOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Also write the report as HTML.
     pub html: Option<PathBuf>,
+    /// The slice of the run to send (`--shard I/N`); [`Shard::WHOLE`] by default.
+    pub shard: Shard,
 }
 
 /// Everything a finished (or interrupted) run produced.
@@ -105,21 +108,30 @@ pub trait Verifier {
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether `[expect.client]` is checked here; a shard defers it to the
+    /// merge, since only the union has the scenario's percentiles and rates.
+    fn checks_client(&self) -> bool {
+        true
+    }
+    /// An extra top-level object of the JSON report, as `(key, value)`
+    /// (a shard's `shard` section); called when the report is written.
+    fn report_section(
+        &self,
+        _finished: &Finished<'_>,
+    ) -> anyhow::Result<Option<(&'static str, serde_json::Value)>> {
+        Ok(None)
+    }
 }
 
-/// Opens `path` for writing without changing it (a file created here is
-/// removed again: the report is written at the end).
-fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot write the report to {}", path.display()))?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
+/// What a run left behind, for [`Verifier::report_section`].
+pub struct Finished<'a> {
+    pub plan: &'a Plan,
+    pub aggregator: &'a Aggregator,
+    pub summary: &'a Summary,
+    /// Wall-clock time at which the aggregator started.
+    pub started: SystemTime,
+    /// Why the run stopped early, if it did.
+    pub fatal: Option<&'a str>,
 }
 
 /// Runs `plan` and prints the summary and checks to `out`.
@@ -156,7 +168,7 @@ pub async fn run(
     client::preflight(&target).await?;
     verifier.preflight().await?;
     let delete_pool = delete_pool_size(&plan);
-    let requests = RequestGen::new(&plan, delete_pool);
+    let requests = RequestGen::new(&plan, delete_pool).for_shard(options.shard);
     let mut progress = Progress::new(!options.quiet);
     preload::preload(
         Arc::clone(&target),
@@ -193,10 +205,22 @@ pub async fn run(
         cancel.clone(),
     ));
     let started = SystemTime::now();
+    // Phase k starts at the run start plus the planned durations of the
+    // phases before it (or when phase k−1 has drained, if later) — never
+    // right after this process's own last arrival: a shard's last arrival
+    // comes up to (N−1)/rate before the single process's, and shards must
+    // start every phase together (SPEC §11).
+    let timeline = tokio::time::Instant::now();
+    let mut planned = std::time::Duration::ZERO;
     for (index, phase) in plan.phases.iter().enumerate() {
+        tokio::select! {
+            () = tokio::time::sleep_until(timeline + planned) => {}
+            () = cancel.cancelled() => {}
+        }
         if cancel.is_cancelled() {
             break;
         }
+        planned += phase.executor.duration();
         executor::run_phase(PhaseContext {
             index,
             phase: phase.clone(),
@@ -230,7 +254,9 @@ pub async fn run(
     let summary = aggregator.summary(&plan, interrupted);
     let mut checks = Vec::new();
     if !interrupted && fatal.is_none() {
-        checks.extend(check::client_checks(&plan.expect.client, &summary));
+        if verifier.checks_client() {
+            checks.extend(check::client_checks(&plan.expect.client, &summary));
+        }
         checks.extend(
             verifier
                 .after((started, ended), &aggregator, &summary)
@@ -245,12 +271,117 @@ pub async fn run(
         "scenario {} (seed {}) against {}",
         plan.name, plan.seed, target.base
     )?;
-    if !options.quiet {
-        report::write_summary(out, &summary)?;
+    let exit = write_results(
+        out,
+        (!options.quiet).then_some(&summary),
+        &checks,
+        &notes,
+        match (fatal.as_deref(), interrupted) {
+            (Some(message), _) => Ending::Fatal(message),
+            (None, true) => Ending::Interrupted,
+            (None, false) if !verifier.checks_client() => Ending::ChecksDeferred,
+            (None, false) => Ending::Completed,
+        },
+    )?;
+    if options.out.is_some() || options.html.is_some() {
+        let server = if plan.expect.needs_prometheus() && !interrupted && fatal.is_none() {
+            report::server::fetch(&prometheus, started, ended)
+                .await
+                .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))
+                .ok()
+        } else {
+            None
+        };
+        let section = verifier.report_section(&Finished {
+            plan: &plan,
+            aggregator: &aggregator,
+            summary: &summary,
+            started,
+            fatal: fatal.as_deref(),
+        })?;
+        let report = Report {
+            schema_version: report::SCHEMA_VERSION,
+            run_id: &run_id,
+            scenario: &plan.name,
+            description: &plan.description,
+            seed: plan.seed,
+            target: &target.base,
+            started_at_unix_ms: unix_ms(started),
+            ended_at_unix_ms: unix_ms(ended),
+            summary: &summary,
+            checks: &checks,
+            passed: exit == Exit::Pass,
+            server: server.as_ref(),
+        };
+        report::write_files(
+            &report,
+            section,
+            options.out.as_deref(),
+            options.html.as_deref(),
+        )?;
+    }
+    Ok(RunResult {
+        summary,
+        checks,
+        exit,
+    })
+}
+
+/// Fails before any load when `--out` or `--html` cannot be written (a missing
+/// directory, a volume the user may not write — e.g. a Kubernetes volume
+/// that ignores `fsGroup`): finding out after the whole run wastes it.
+/// Probes with a file next to it, so an existing report is left alone.
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{}: not a file name", path.display()))?;
+    let probe = path.with_file_name(format!(
+        ".{}.probe-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "cannot write the report to {}: checked before the run",
+                path.display()
+            )
+        })
+}
+
+/// How a run ended, for its verdict line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// The checks decide.
+    Completed,
+    /// A shard: it ran its part, the merge checks the union.
+    ChecksDeferred,
+    Interrupted,
+    Fatal(&'a str),
+}
+
+/// Prints the summary (when given), the checks, the notes and the verdict
+/// line, and maps the verdict to the exit code: a fatal error wins, then an
+/// interruption, then the checks.
+pub fn write_results(
+    out: &mut impl Write,
+    summary: Option<&Summary>,
+    checks: &[Check],
+    notes: &[String],
+    ending: Ending<'_>,
+) -> std::io::Result<Exit> {
+    let (fatal, interrupted) = match ending {
+        Ending::Fatal(message) => (Some(message), false),
+        Ending::Interrupted => (None, true),
+        Ending::Completed | Ending::ChecksDeferred => (None, false),
+    };
+    if let Some(summary) = summary {
+        report::write_summary(out, summary)?;
     }
     if !interrupted {
         // Interrupted: the final line says the checks were not evaluated.
-        report::write_checks(out, &checks)?;
+        report::write_checks(out, checks)?;
     }
     for note in notes {
         writeln!(out, "{note}")?;
@@ -265,6 +396,12 @@ pub async fn run(
             "interrupted: partial results above, checks not evaluated"
         )?;
         Exit::Interrupted
+    } else if ending == Ending::ChecksDeferred {
+        writeln!(
+            out,
+            "DONE: checks deferred to `loadgen merge` (this shard checked nothing)"
+        )?;
+        Exit::Pass
     } else if passed {
         writeln!(out, "PASS: all {} checks passed", checks.len())?;
         Exit::Pass
@@ -283,34 +420,5 @@ pub async fn run(
         )?;
         Exit::CheckFailed
     };
-    if options.out.is_some() || options.html.is_some() {
-        let server = if plan.expect.needs_prometheus() && !interrupted && exit != Exit::Error {
-            report::server::fetch(&prometheus, started, ended)
-                .await
-                .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))
-                .ok()
-        } else {
-            None
-        };
-        let report = Report {
-            schema_version: report::SCHEMA_VERSION,
-            run_id: &run_id,
-            scenario: &plan.name,
-            description: &plan.description,
-            seed: plan.seed,
-            target: &target.base,
-            started_at_unix_ms: unix_ms(started),
-            ended_at_unix_ms: unix_ms(ended),
-            summary: &summary,
-            checks: &checks,
-            passed: exit == Exit::Pass,
-            server: server.as_ref(),
-        };
-        report::write_files(&report, options.out.as_deref(), options.html.as_deref())?;
-    }
-    Ok(RunResult {
-        summary,
-        checks,
-        exit,
-    })
+    Ok(exit)
 }

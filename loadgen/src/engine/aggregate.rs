@@ -4,6 +4,10 @@
 //! run length: histograms are fixed-size and the series is decimated once
 //! it reaches [`MAX_SERIES_POINTS`].
 
+mod snapshot;
+
+pub use snapshot::{unix_ms, Hist, Measurements, Merging, SeriesSample};
+
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},

@@ -1,10 +1,16 @@
 //! Which keys requests use. Keys live in three disjoint families so every
 //! operation's expected status is known in advance:
-//! - `lg<seed>:s:<i>` — preloaded, never deleted: `get_hit`, `put` (an
-//!   overwrite) and `fault` use them, so a hit is always a hit;
+//! - `lg<seed>:s:<i>` — preloaded, then only ever read: `get_hit` and
+//!   `fault` use them, so a hit is always a hit;
+//! - `lg<seed>:w:<i>` — what `put` writes (the index drawn from the same
+//!   distribution): no read depends on them, so writes of concurrent
+//!   processes (`--shard`) can never turn another's hit into anything else;
 //! - `lg<seed>:d:<i>` — preloaded delete pool, each key deleted at most once
 //!   (204); once the pool is used up a delete expects 404;
 //! - `lg<seed>:m:<random>` — never written by anyone: `get_miss` is always 404.
+//!
+//! Which indices of the `w` and `d` families a shard may touch is decided by
+//! [`crate::engine::shard`].
 
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution as _, Zipf};
@@ -73,12 +79,17 @@ impl KeyPicker {
         format!("{}:s:{index}", self.namespace)
     }
 
+    pub fn written_key(&self, index: u64) -> String {
+        format!("{}:w:{index}", self.namespace)
+    }
+
     pub fn delete_key(&self, index: u64) -> String {
         format!("{}:d:{index}", self.namespace)
     }
 
-    pub fn missing_key(&self, rng: &mut impl Rng) -> String {
-        format!("{}:m:{:016x}", self.namespace, rng.random::<u64>())
+    /// A key nobody writes, named by a random `tag`.
+    pub fn missing_key(&self, tag: u64) -> String {
+        format!("{}:m:{tag:016x}", self.namespace)
     }
 }
 

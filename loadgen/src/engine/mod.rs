@@ -11,3 +11,4 @@ pub mod preload;
 pub mod progress;
 pub mod request;
 pub mod sample;
+pub mod shard;

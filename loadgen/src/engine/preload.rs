@@ -1,6 +1,8 @@
 //! Writes the keys a scenario reads before measuring starts: concurrently,
 //! not measured, with its own progress bar. Any failure stops the run —
 //! measuring against a half-loaded keyspace would make every check lie.
+//! A shard (`--shard I/N`) preloads only its own stripe of both families;
+//! the shards' preloads together are exactly the single-process preload.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -16,7 +18,26 @@ use crate::{
 
 const WORKERS: u64 = 32;
 
-/// Stores `stable` keys of the stable family and `delete_pool` deletable keys.
+/// This shard's preload, in order: its `stable` keys, then its delete pool.
+pub fn keys(requests: &RequestGen, stable: u64, delete_pool: u64) -> Vec<String> {
+    let shard = requests.shard();
+    let own_stable = shard.share(stable);
+    (0..own_stable + shard.share(delete_pool))
+        .map(|index| key(requests, own_stable, index))
+        .collect()
+}
+
+fn key(requests: &RequestGen, own_stable: u64, index: u64) -> String {
+    let shard = requests.shard();
+    if index < own_stable {
+        requests.keys().stable_key(shard.global(index))
+    } else {
+        requests.keys().delete_key(shard.global(index - own_stable))
+    }
+}
+
+/// Stores this shard's share of `stable` keys of the stable family and of
+/// the `delete_pool` deletable keys.
 pub async fn preload(
     target: Arc<Target>,
     requests: &RequestGen,
@@ -25,14 +46,17 @@ pub async fn preload(
     timeout: std::time::Duration,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
-    let total = stable + delete_pool;
+    let shard = requests.shard();
+    let stable = shard.share(stable);
+    let total = stable + shard.share(delete_pool);
     if total == 0 {
         return Ok(());
     }
     progress.start("preload", total, false);
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..WORKERS.min(total) {
+    // The shards together preload with WORKERS connections, not N × WORKERS.
+    for _ in 0..shard.concurrency(WORKERS).min(total) {
         let (next, target, requests) = (Arc::clone(&next), Arc::clone(&target), requests.clone());
         workers.spawn(async move {
             let mut connection = None;
@@ -41,11 +65,7 @@ pub async fn preload(
                 if index >= total {
                     return anyhow::Ok(());
                 }
-                let key = if index < stable {
-                    requests.keys().stable_key(index)
-                } else {
-                    requests.keys().delete_key(index - stable)
-                };
+                let key = key(&requests, stable, index);
                 let request = PlannedRequest {
                     op: OpKind::Put,
                     method: "POST",

@@ -1,6 +1,9 @@
 //! Turns the mix into concrete requests. One `RequestGen` draws operations
 //! by weight and fills in keys, bodies and the exact status each request
-//! must get; with the same RNG seed it yields the same sequence.
+//! must get; with the same RNG seed it yields the same sequence. Drawing
+//! (the random part) is separate from building (keys, bodies), so a shard
+//! can draw the arrivals of other shards to stay in step with the
+//! single-process sequence without building or sending them.
 
 use std::{
     sync::{
@@ -15,6 +18,7 @@ use rand::{Rng, RngExt};
 
 use crate::{
     engine::keyspace::KeyPicker,
+    engine::shard::Shard,
     scenario::plan::{OpKind, Plan},
 };
 
@@ -46,6 +50,15 @@ pub struct RequestGen {
     fault: (u16, Duration),
     delete_pool: u64,
     deletes: Arc<AtomicU64>,
+    shard: Shard,
+}
+
+/// The random part of one request: an operation and the number it drew
+/// (a key index, or the tag of a missing key).
+#[derive(Debug, Clone, Copy)]
+struct Draw {
+    op: OpKind,
+    value: u64,
 }
 
 impl RequestGen {
@@ -70,7 +83,24 @@ impl RequestGen {
             fault: (plan.fault.status, plan.fault.delay),
             delete_pool,
             deletes: Arc::new(AtomicU64::new(0)),
+            shard: Shard::WHOLE,
         }
+    }
+
+    /// The same generator restricted to `shard`'s written and deleted keys
+    /// (`delete_pool` stays the whole run's pool; the shard owns its share).
+    pub fn for_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Global indices of the delete-pool keys this shard preloads and deletes.
+    pub fn own_delete_pool(&self) -> u64 {
+        self.shard.share(self.delete_pool)
     }
 
     pub fn keys(&self) -> &KeyPicker {
@@ -94,21 +124,31 @@ impl RequestGen {
             .expect("ticket below total weight")
     }
 
+    fn draw(&self, rng: &mut impl Rng) -> Draw {
+        let op = self.draw_op(rng);
+        let value = match op {
+            OpKind::GetHit | OpKind::Put | OpKind::Fault => self.keys.pick(rng),
+            OpKind::GetMiss => rng.random::<u64>(),
+            OpKind::Delete | OpKind::List | OpKind::Root => 0,
+        };
+        Draw { op, value }
+    }
+
+    /// Consumes the randomness of one request without building it: the
+    /// arrivals other shards send.
+    pub fn skip(&self, rng: &mut impl Rng) {
+        self.draw(rng);
+    }
+
     /// The next request of the sequence.
     pub fn next(&self, rng: &mut impl Rng) -> PlannedRequest {
-        let op = self.draw_op(rng);
+        let Draw { op, value } = self.draw(rng);
         let item = |key: String| format!("/items/{key}");
         let (method, path, body, fault, expected_status) = match op {
-            OpKind::GetHit => (
-                "GET",
-                item(self.keys.stable_key(self.keys.pick(rng))),
-                None,
-                None,
-                200,
-            ),
-            OpKind::GetMiss => ("GET", item(self.keys.missing_key(rng)), None, None, 404),
+            OpKind::GetHit => ("GET", item(self.keys.stable_key(value)), None, None, 200),
+            OpKind::GetMiss => ("GET", item(self.keys.missing_key(value)), None, None, 404),
             OpKind::Put => {
-                let key = self.keys.stable_key(self.keys.pick(rng));
+                let key = self.keys.written_key(self.shard.global(value));
                 (
                     "POST",
                     "/items".to_owned(),
@@ -118,11 +158,15 @@ impl RequestGen {
                 )
             }
             OpKind::Delete => {
-                let index = self.deletes.fetch_add(1, Ordering::Relaxed);
-                let expected = if index < self.delete_pool { 204 } else { 404 };
+                let local = self.deletes.fetch_add(1, Ordering::Relaxed);
+                let expected = if local < self.own_delete_pool() {
+                    204
+                } else {
+                    404
+                };
                 (
                     "DELETE",
-                    item(self.keys.delete_key(index)),
+                    item(self.keys.delete_key(self.shard.global(local))),
                     None,
                     None,
                     expected,
@@ -131,7 +175,7 @@ impl RequestGen {
             OpKind::List => ("GET", "/items?limit=100".to_owned(), None, None, 200),
             OpKind::Root => ("GET", "/".to_owned(), None, None, 200),
             OpKind::Fault => {
-                let key = self.keys.stable_key(self.keys.pick(rng));
+                let key = self.keys.stable_key(value);
                 ("GET", item(key), None, Some(self.fault), self.fault.0)
             }
         };

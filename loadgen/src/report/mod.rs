@@ -61,7 +61,7 @@ pub struct PhaseSummary {
     pub latency: Percentiles,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct SeriesPoint {
     /// Seconds since the start of the run.
     pub t: u64,
@@ -153,11 +153,17 @@ pub struct Report<'a> {
 /// Writes the report as JSON and/or HTML.
 pub fn write_files(
     report: &Report,
+    section: Option<(&str, serde_json::Value)>,
     json: Option<&std::path::Path>,
     html: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let text = serde_json::to_vec_pretty(report)?;
+    let mut value = serde_json::to_value(report)?;
+    // An extra top-level object: a shard's `shard`, a merge's `shards`.
+    if let (Some((key, extra)), Some(object)) = (section, value.as_object_mut()) {
+        object.insert(key.to_owned(), extra);
+    }
+    let text = serde_json::to_vec_pretty(&value)?;
     if let Some(path) = json {
         std::fs::write(path, &text)
             .with_context(|| format!("writing the report to {}", path.display()))?;

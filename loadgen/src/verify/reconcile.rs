@@ -142,16 +142,20 @@ fn parse_sample(text: &str) -> Option<(BTreeMap<String, String>, f64)> {
 
 /// Reads `/metrics` of the target with a plain HTTP client.
 pub async fn read(http: &reqwest::Client, target: &str) -> anyhow::Result<Counts> {
+    Counts::parse(&read_text(http, target).await?)
+}
+
+/// The exposition text of the target's `/metrics` (kept whole by shards).
+pub async fn read_text(http: &reqwest::Client, target: &str) -> anyhow::Result<String> {
     let url = format!("{target}/metrics");
-    let text = http
+    Ok(http
         .get(&url)
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|err| anyhow::anyhow!("cannot read {url}: {err}"))?
         .text()
-        .await?;
-    Counts::parse(&text)
+        .await?)
 }
 
 /// The client's side of a run (or of the union of shards).

@@ -63,18 +63,46 @@ impl ServerVerifier {
     }
 }
 
+/// `timestamp()` of a selector is the scrape time; of `up == 1` it would
+/// be the evaluation time, hence the `and`.
+fn successful_scrape_query(scope: &Scope) -> String {
+    let up = format!("up{{{}}}", scope.selector());
+    format!("max(timestamp({up}) and ({up} == 1))")
+}
+
+fn no_scrape(prometheus: &Prometheus, scope: &Scope) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Prometheus at {} has no successful scrape (up == 1) of {} (job {}) within {SCRAPE_DEADLINE:?} after the run",
+        prometheus.base(),
+        scope.instance,
+        scope.job
+    )
+}
+
+/// The last successful scrape (`up == 1`) of the service at or before
+/// `at` (Unix seconds), if Prometheus has one.
+pub async fn last_scrape_at(
+    prometheus: &Prometheus,
+    scope: &Scope,
+    at: f64,
+) -> anyhow::Result<Option<f64>> {
+    Ok(prometheus
+        .query(&successful_scrape_query(scope), Some(at))
+        .await?
+        .first()
+        .map(|sample| sample.value)
+        .filter(|t| t.is_finite()))
+}
+
 /// Waits until Prometheus has a *successful* scrape (`up == 1`) of the
-/// service newer than `after`; returns its timestamp.
+/// service newer than `after`; returns its timestamp (the latest one).
 pub async fn wait_for_scrape(
     prometheus: &Prometheus,
     scope: &Scope,
     after: f64,
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
-    // `timestamp()` of a selector is the scrape time; of `up == 1` it would
-    // be the evaluation time, hence the `and`.
-    let up = format!("up{{{}}}", scope.selector());
-    let query = format!("max(timestamp({up}) and ({up} == 1))");
+    let query = successful_scrape_query(scope);
     loop {
         let latest = prometheus
             .query(&query, None)
@@ -86,15 +114,39 @@ pub async fn wait_for_scrape(
             return Ok(at);
         }
         if started.elapsed() > SCRAPE_DEADLINE {
-            anyhow::bail!(
-                "Prometheus at {} has no successful scrape (up == 1) of {} (job {}) within {SCRAPE_DEADLINE:?} after the run",
-                prometheus.base(),
-                scope.instance,
-                scope.job
-            );
+            return Err(no_scrape(prometheus, scope));
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The *first* successful scrape after `after`, however long ago `after`
+/// was: the window of a run ends there, so traffic after the run (e.g.
+/// before a late `loadgen merge`) never counts. Scrapes come every
+/// `scrape_interval`, so the latest one at `after + k·interval` is the
+/// first after `after` for the smallest `k` where it is newer.
+pub async fn first_scrape_after(
+    prometheus: &Prometheus,
+    scope: &Scope,
+    after: f64,
+) -> anyhow::Result<f64> {
+    let latest = wait_for_scrape(prometheus, scope, after).await?;
+    let step = scope.scrape_interval.as_secs_f64().max(0.001);
+    let give_up = after + SCRAPE_DEADLINE.as_secs_f64();
+    let mut at = after + step;
+    while at < latest {
+        if let Some(scrape) = last_scrape_at(prometheus, scope, at)
+            .await?
+            .filter(|scrape| *scrape > after)
+        {
+            return Ok(scrape);
+        }
+        if at > give_up {
+            return Err(no_scrape(prometheus, scope));
+        }
+        at += step;
+    }
+    Ok(latest)
 }
 
 /// Fails (exit 2) on an `[[expect.alerts]]` name Prometheus has not
@@ -163,7 +215,7 @@ pub async fn server_checks(
         start_scrape,
         window,
     } = at;
-    let end = wait_for_scrape(prometheus, scope, unix_seconds(window.1)).await?;
+    let end = first_scrape_after(prometheus, scope, unix_seconds(window.1)).await?;
     let start = start_scrape.unwrap_or_else(|| unix_seconds(window.0));
     // +1 ms so the scrape at the window start is inside the range.
     let range = format!("{}ms", ((end - start) * 1000.0).ceil() as u64 + 1);

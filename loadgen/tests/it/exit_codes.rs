@@ -95,34 +95,41 @@ async fn one_hundred_thirty_on_ctrl_c_with_a_partial_summary() {
         "long",
         "[keyspace]\npreload = 5\n[mix]\nget_hit = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"60s\"\n",
     );
-    let child = binary()
-        .arg("run")
-        .arg(&long)
-        .args(["--target", &service.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(130), "{stdout}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "slow to stop: {:?}",
-        started.elapsed()
-    );
-    assert!(
-        stdout.contains("interrupted: partial results above"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("│ get_hit"), "no partial summary: {stdout}");
+    for signal in ["-INT", "-TERM"] {
+        let out = dir.path().join(format!("{signal}.json"));
+        let child = binary()
+            .arg("run")
+            .arg(&long)
+            .args(["--target", &service.url(), "--out", out.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(130), "{signal}: {stdout}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "slow to stop: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            stdout.contains("interrupted: partial results above"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("│ get_hit"), "no partial summary: {stdout}");
+        // SIGTERM (Kubernetes stopping a pod) ends like Ctrl-C: a report.
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(report["summary"]["interrupted"], true, "{signal}");
+    }
 }
 
 /// An unwritable `--html` or `--out` path fails the run before any

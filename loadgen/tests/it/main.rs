@@ -4,8 +4,10 @@
 mod alert_routing;
 mod common;
 mod dashboard_lint;
+mod distributed;
 mod exit_codes;
 mod html;
+mod k8s;
 mod run;
 mod scenarios;
 mod stack_files;

@@ -1,7 +1,8 @@
 //! The closed-loop driver: virtual users, each with its own connection and
 //! RNG, send a request, wait for the response, think, repeat. A controller
 //! adds or retires VUs every 50 ms to follow the executor's profile; a
-//! retired VU finishes its current request first.
+//! retired VU finishes its current request first. A shard runs only its
+//! share of the VUs (see [`crate::engine::shard`]); with none it keeps time.
 
 use std::{
     sync::{
@@ -34,6 +35,7 @@ pub async fn run(
 ) {
     let start = Instant::now();
     let end = start + duration;
+    let shard = ctx.requests.shard();
     let wanted = Arc::new(AtomicU32::new(0));
     let mut vus: Vec<Option<JoinHandle<()>>> = Vec::new();
     loop {
@@ -41,7 +43,8 @@ pub async fn run(
         if now >= end || ctx.cancel.is_cancelled() {
             break;
         }
-        let target = profile.vus_at(now - start);
+        // This shard's VUs of the profile's (global VU g is shard g mod N's).
+        let target = shard.share(u64::from(profile.vus_at(now - start))) as u32;
         wanted.store(target, Ordering::Relaxed);
         ctx.live.set_vus(target);
         for index in 0..target as usize {
@@ -76,7 +79,9 @@ async fn virtual_user(
     end: Instant,
     think_time: Duration,
 ) {
-    let mut rng = stream_rng(ctx.seed, ctx.index, index as u64 + 1);
+    // The global VU's stream: a VU sends what it would in a single process.
+    let global = ctx.requests.shard().global(index as u64);
+    let mut rng = stream_rng(ctx.seed, ctx.index, global + 1);
     let mut connection = None;
     while Instant::now() < end && (index as u32) < wanted.load(Ordering::Relaxed) {
         let planned = ctx.requests.next(&mut rng);

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use constant_arrival_rate::ConstantArrivalRate;
-pub use open_loop::Timeline;
+pub use open_loop::{arrivals, Arrival, Timeline};
 pub use ramping_arrival_rate::RampingArrivalRate;
 
 use crate::{

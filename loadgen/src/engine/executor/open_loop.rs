@@ -3,7 +3,8 @@
 //! measured from that due time, so a slow server cannot hide its slowness
 //! by slowing the client down (coordinated omission). When
 //! `max_in_flight` requests are already outstanding, a due request is
-//! counted as dropped — never queued and sent late.
+//! counted as dropped — never queued and sent late. A shard sends only its
+//! stripe of the arrivals (see [`crate::engine::shard`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,9 +13,12 @@ use tokio::{
     time::{sleep_until, Instant},
 };
 
+use rand::rngs::StdRng;
+
 use super::{stream_rng, PhaseContext};
 use crate::{
     engine::client::{send_with, ConnectionPool},
+    engine::request::{PlannedRequest, RequestGen},
     engine::sample::{Event, Sample},
 };
 
@@ -22,6 +26,42 @@ use crate::{
 pub trait Timeline: Send {
     /// Offset of request `i` from the phase start; `None` past the end.
     fn offset(&self, i: u64) -> Option<Duration>;
+}
+
+/// One arrival of the timeline, with the request it sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrival {
+    /// Index in the single-process timeline.
+    pub index: u64,
+    pub offset: Duration,
+    pub request: PlannedRequest,
+}
+
+/// The arrivals of `timeline` that belong to the generator's shard, in
+/// order. Requests are drawn before any drop decision and the other shards'
+/// arrivals are drawn too (not built), so the sequence depends on the seed
+/// only and every arrival carries the request a single process would send.
+pub fn arrivals<'a>(
+    timeline: impl Timeline + 'a,
+    requests: &'a RequestGen,
+    mut rng: StdRng,
+) -> impl Iterator<Item = Arrival> + 'a {
+    let shard = requests.shard();
+    (0..)
+        .map_while(move |index| timeline.offset(index).map(|offset| (index, offset)))
+        .filter_map(move |(index, offset)| {
+            if shard.owns(index) {
+                let request = requests.next(&mut rng);
+                Some(Arrival {
+                    index,
+                    offset,
+                    request,
+                })
+            } else {
+                requests.skip(&mut rng);
+                None
+            }
+        })
 }
 
 /// Tokio's timer has millisecond resolution and rounds up, which alone
@@ -45,16 +85,23 @@ async fn wait_until(due: Instant, cancel: &tokio_util::sync::CancellationToken) 
     !cancel.is_cancelled()
 }
 
-/// Runs the timeline; returns how many requests it scheduled.
+/// Runs this shard's arrivals of the timeline; returns how many it scheduled.
 pub async fn run(ctx: &PhaseContext, timeline: impl Timeline) -> u64 {
-    let permits = Arc::new(Semaphore::new(ctx.phase.max_in_flight));
+    // A shard's part of `max_in_flight`, so the union drops like one process.
+    let max_in_flight = ctx
+        .requests
+        .shard()
+        .concurrency(ctx.phase.max_in_flight as u64) as usize;
+    let permits = Arc::new(Semaphore::new(max_in_flight));
     let pool = Arc::new(ConnectionPool::default());
-    let mut rng = stream_rng(ctx.seed, ctx.index, 0);
     let start = Instant::now();
     let mut scheduled = 0;
-    while let Some(offset) = timeline.offset(scheduled) {
-        // Drawn before the drop decision: the sequence depends on the seed only.
-        let planned = ctx.requests.next(&mut rng);
+    for Arrival {
+        offset,
+        request: planned,
+        ..
+    } in arrivals(timeline, &ctx.requests, stream_rng(ctx.seed, ctx.index, 0))
+    {
         let due = start + offset;
         if !wait_until(due, &ctx.cancel).await {
             break;
@@ -101,7 +148,7 @@ pub async fn run(ctx: &PhaseContext, timeline: impl Timeline) -> u64 {
     }
     // Wait for the requests still in flight (each is bounded by the timeout).
     tokio::select! {
-        _ = permits.acquire_many(ctx.phase.max_in_flight as u32) => {}
+        _ = permits.acquire_many(max_in_flight as u32) => {}
         () = ctx.cancel.cancelled() => {}
     }
     scheduled
