@@ -253,14 +253,17 @@ async fn refusals(dir: &tempfile::TempDir, outs: &[String]) {
         args.extend(outs[1..].iter().cloned());
         refused(args, needle).await;
     }
-    // No HTML renderer in this build: refused up front, pointing at --out.
-    let mut args = vec!["--html".to_owned(), "merged.html".to_owned()];
-    args.extend(outs.iter().cloned());
-    refused(
-        args,
-        "no HTML renderer yet; write the merged report with --out",
-    )
-    .await;
+    // The merged run renders as the single-run HTML report.
+    let html = dir.path().join("merged.html");
+    let mut argv = vec!["merge", "--quiet", "--html", html.to_str().unwrap()];
+    argv.extend(outs.iter().map(String::as_str));
+    let (exit, out, err) = loadgen(&argv).await;
+    assert_eq!(exit, loadgen::Exit::Pass, "{out}\n{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<html") && page.contains("uPlot"),
+        "not the report page"
+    );
     let mut single = json(outs[0].as_ref());
     single.as_object_mut().unwrap().remove("shard");
     std::fs::write(&other, single.to_string()).unwrap();
@@ -323,7 +326,7 @@ async fn a_shard_ready_after_the_start_time_exits_2() {
     ])
     .await;
     assert_eq!(exit, loadgen::Exit::Error, "{err}");
-    assert!(err.contains("cannot write there"), "{err}");
+    assert!(err.contains("cannot write the report to"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "{:?}",
