@@ -51,21 +51,7 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
     let listen = format!("127.0.0.1:{}", free_port());
     let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
     let prometheus = Prometheus::new(&monitoring.prometheus);
-    // Prometheus hands new targets to its scrapers up to 5 s after start:
-    // wait for the first (failed) scrape so it scrapes the whole run.
-    let started = std::time::Instant::now();
-    while prometheus
-        .query("up{job=\"loadgen\"}", None)
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "loadgen never scraped"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    monitoring.until_scraped("loadgen").await;
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--prometheus",

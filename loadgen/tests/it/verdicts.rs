@@ -3,6 +3,7 @@
 //! used to fail spuriously) against real Prometheus, Alertmanager, Redis
 //! and items-service processes.
 
+use items_service::testing::free_port;
 use loadgen::Exit;
 
 use crate::common::{
@@ -196,12 +197,21 @@ async fn reconciliation_is_per_route_one_way_and_ignores_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_window() {
     let service = Service::start().await;
-    let monitoring = Monitoring::start(&service, with_watchdog).await;
+    // Scraping loadgen's own metrics and Alertmanager, as the stack does:
+    // the shipped dashboard's Load generator row and notification panel
+    // must have data over the run's window too.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
+    monitoring.until_scraped("loadgen").await;
+    monitoring.until_scraped("alertmanager").await;
     let dir = tempfile::tempdir().unwrap();
     let path = scenario(
         &dir,
         "traffic",
-        "[keyspace]\npreload = 20\n[mix]\nget_hit = 8\nget_miss = 2\nput = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"6s\"\n[expect.server]\nerror_ratio_max = 0.0\n",
+        // Injected 503s: the client-error panel and the firing-alerts
+        // annotation (ErrorBurst, > 10 errors in a minute, fires at once)
+        // have data too.
+        "[keyspace]\npreload = 20\n[mix]\nget_hit = 8\nget_miss = 2\nput = 1\nfault = 2\n[fault]\nstatus = 503\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"8s\"\n[expect.server]\nerror_ratio_max = 0.5\n",
     );
     let report = dir.path().join("run.json");
     // With a server expectation, the run waits for Prometheus to scrape
@@ -210,7 +220,13 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
         &path,
         &service,
         Some(&monitoring.prometheus),
-        &["-q", "--out", report.to_str().unwrap()],
+        &[
+            "-q",
+            "--out",
+            report.to_str().unwrap(),
+            "--metrics-listen",
+            &listen,
+        ],
     )
     .await;
     assert_eq!(exit, Exit::Pass, "{out}");
@@ -247,7 +263,9 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
         })
     });
     let empty = mutated("empty.json", &|d| {
-        panel(d, "Request rate", &|p| p["targets"] = serde_json::json!([]))
+        panel(d, "Request rate (user routes)", &|p| {
+            p["targets"] = serde_json::json!([])
+        })
     });
     let never = mutated("never.json", &|d| {
         panel(d, "Firing alerts", &|p| {
@@ -285,7 +303,11 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
             "Status codes",
             "FAIL: legend label status_code not in the result",
         ),
-        (empty, "Request rate ", "FAIL: panel has no targets"),
+        (
+            empty,
+            "Request rate (user routes)",
+            "FAIL: panel has no targets",
+        ),
         (never, "Firing alerts", "FAIL: never empty by construction"),
     ] {
         let (exit, out, err) = verify(path).await;

@@ -119,7 +119,9 @@ async fn verify_alerts_fails_the_quiet_step_when_404_counts_as_an_error() {
     let service = Service::start().await;
     // The original project's bug: 404 counted as an error.
     let monitoring = Monitoring::start(&service, |rules| {
-        rules.replace(r#"status_code=~"5..""#, r#"status_code=~"5..|404""#)
+        let errors = r#"status_code=~"5..|499""#;
+        assert!(rules.contains(errors), "the rules no longer count {errors}");
+        rules.replace(errors, r#"status_code=~"5..|499|404""#)
     })
     .await;
     let (exit, out, err) = verify_alerts(&service, &monitoring).await;
