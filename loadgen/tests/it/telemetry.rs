@@ -2,7 +2,7 @@
 //! names and labels of the interface, exact counts after the run (the run
 //! waits for the final scrape), and a busy port refused with exit 2.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
 use items_service::testing::free_port;
 use loadgen::{verify::prometheus::Prometheus, Exit};

@@ -406,3 +406,67 @@ async fn checks_without_data_fail() {
         assert!(row.contains("no data") && row.contains("FAIL"), "{row}");
     }
 }
+
+/// Every request times out (fault delay 400 ms, timeout 100 ms): the
+/// percentiles used to be the give-up times (~100 ms) and passed a 1 s
+/// bound although nothing was answered. They are over answered requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_checks_fail_when_no_request_got_an_answer() {
+    let service = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        &dir,
+        "unanswered",
+        "request_timeout = \"100ms\"\n[keyspace]\npreload = 2\n[mix]\nfault = 1\n[fault]\nstatus = 503\ndelay = \"400ms\"\n\
+         [[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 10\nduration = \"1s\"\n\
+         [expect.client]\np50_max = \"1s\"\np99_max = \"1s\"\n",
+    );
+    let (exit, out, err) = run_scenario(&path, &service, None, &[]).await;
+    assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
+    for name in ["client p50_max", "client p99_max"] {
+        let row = row(&out, name);
+        assert!(
+            row.contains("no data: no request got an answer") && row.contains("FAIL"),
+            "{row}"
+        );
+    }
+}
+
+/// `[[expect.alerts]]` are judged over [run start, run end + `within`]:
+/// checks run one after another, and a later check used to look up to the
+/// moment it ran. LateAlert/LateAlert2 fire ~20 s after the start, after
+/// their `within = "0s"` deadline but before the first (35 s) check ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_expectations_stop_at_their_own_deadline() {
+    let service = Service::start().await;
+    let fires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 20;
+    let monitoring = Monitoring::start(&service, move |rules| {
+        let late = format!("vector(time()) > {fires_at}");
+        format!("{rules}\n      - alert: LateAlert\n        expr: {late}\n      - alert: LateAlert2\n        expr: {late}\n")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        &dir,
+        "late",
+        "[mix]\nroot = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 5\nduration = \"1s\"\n\
+         [[expect.alerts]]\nname = \"ItemsServiceDown\"\nstate = \"inactive\"\nwithin = \"35s\"\n\
+         [[expect.alerts]]\nname = \"LateAlert\"\nstate = \"firing\"\nwithin = \"0s\"\n\
+         [[expect.alerts]]\nname = \"LateAlert2\"\nstate = \"inactive\"\nwithin = \"0s\"\n",
+    );
+    let (exit, out, err) = run_scenario(&path, &service, Some(&monitoring.prometheus), &[]).await;
+    assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
+    let early = row(&out, "alert ItemsServiceDown stays inactive");
+    assert!(early.contains("PASS"), "{early}");
+    let late = row(&out, "alert LateAlert fires");
+    assert!(
+        late.contains("never fired") && late.contains("FAIL"),
+        "{late}"
+    );
+    let quiet = row(&out, "alert LateAlert2 stays inactive");
+    assert!(quiet.contains("PASS"), "{quiet}");
+}

@@ -18,7 +18,7 @@ async fn run_checks_the_server_side_and_fails_an_unreachable_hit_ratio() {
         "half",
         "[keyspace]\npreload = 20\n[mix]\nget_hit = 1\nget_miss = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 100\nduration = \"3s\"\n\
          [expect.server]\nerror_ratio_max = 0.0\ncache_hit_ratio_min = 0.9\ncache_hit_ratio_matches_client = 0.001\n\
-         [[expect.promql]]\nname = \"lookups counted\"\nquery = 'sum(increase(redis_app_cache_hit_total[$__range])) + sum(increase(redis_app_cache_miss_total[$__range]))'\nmin = 299\nmax = 301\n",
+         [[expect.promql]]\nname = \"lookups counted\"\nquery = 'sum(increase(redis_app_cache_hit_total{$__target}[$__range])) + sum(increase(redis_app_cache_miss_total{$__target}[$__range]))'\nmin = 299\nmax = 301\n",
     );
     let (exit, out, err) = loadgen(&[
         "run",
