@@ -170,3 +170,37 @@ async fn verify_dashboard_fails_broken_panels() {
     assert!(out.contains("FAIL: panel has no unit"), "{out}");
     assert!(out.contains("FAIL: 3 of 3 panel queries failed"), "{out}");
 }
+
+/// A 16 h window at the 1 s scrape step is 57,600 points: Prometheus
+/// refused it ("exceeded maximum resolution"), failing every panel of a
+/// correct dashboard. The step grows with the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_dashboard_accepts_a_soak_length_window() {
+    let service = Service::start().await;
+    let monitoring = Monitoring::start(&service, |rules| rules).await;
+    monitoring.until_scraped("items-service").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("up.json");
+    let json = serde_json::json!({
+        "templating": {"list": []},
+        "panels": [{"title": "up", "fieldConfig": {"defaults": {"unit": "none"}}, "targets": [{"refId": "A", "expr": "up"}]}]
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (from, to) = ((now - 16 * 3600).to_string(), (now + 1).to_string());
+    let (exit, out, err) = loadgen(&[
+        "verify-dashboard",
+        "--prometheus",
+        &monitoring.prometheus,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(exit, Exit::Pass, "{out}{err}");
+}
