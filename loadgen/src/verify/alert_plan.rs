@@ -35,7 +35,8 @@ pub struct AlertPlan {
     pub expect: BTreeMap<String, AlertExpectation>,
 }
 
-/// The labels (and optionally the `for`) an alert rule must carry.
+/// The labels (and optionally `for` and `keep_firing_for`) an alert rule
+/// must carry.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AlertExpectation {
@@ -44,15 +45,23 @@ pub struct AlertExpectation {
     /// Exact `for` of the loaded rule (`"1m"`); unchecked when absent.
     #[serde(rename = "for")]
     pub for_duration: Option<String>,
+    /// Exact `keep_firing_for` (`"0s"` when it must have none); unchecked
+    /// when absent.
+    pub keep_firing_for: Option<String>,
 }
 
-fn expectation(labels: &[(&str, &str)], for_duration: Option<&str>) -> AlertExpectation {
+fn expectation(
+    labels: &[(&str, &str)],
+    for_duration: &str,
+    keep_firing_for: &str,
+) -> AlertExpectation {
     AlertExpectation {
         labels: labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
-        for_duration: for_duration.map(str::to_owned),
+        for_duration: Some(for_duration.to_owned()),
+        keep_firing_for: Some(keep_firing_for.to_owned()),
     }
 }
 
@@ -67,22 +76,24 @@ impl Default for AlertPlan {
             quiet: None,
             fault_status: 500,
             below_error_rate: 0.05,
-            // SPEC §6 and interfaces.md. ErrorBurst's `for` is left out:
-            // it is a burst alert that fires at once (no `for`).
+            // SPEC §6, interfaces.md and rules-changes.md: ErrorBurst
+            // fires at once (no `for`); CriticalErrorRate keeps firing 1m
+            // so its warnings stay inhibited while they resolve.
             expect: BTreeMap::from([
                 (
                     "HighErrorRate".into(),
-                    expectation(&[("severity", "warning"), ("family", "errors")], Some("1m")),
+                    expectation(&[("severity", "warning"), ("family", "errors")], "1m", "0s"),
                 ),
                 (
                     "ErrorBurst".into(),
-                    expectation(&[("severity", "warning"), ("family", "errors")], None),
+                    expectation(&[("severity", "warning"), ("family", "errors")], "0s", "0s"),
                 ),
                 (
                     "CriticalErrorRate".into(),
                     expectation(
                         &[("severity", "critical"), ("family", "errors")],
-                        Some("30s"),
+                        "30s",
+                        "1m",
                     ),
                 ),
             ]),
@@ -252,14 +263,22 @@ pub fn expectation_problems(rule: &AlertRule, expected: &AlertExpectation) -> Ve
             ),
         })
         .collect();
-    if let Some(text) = &expected.for_duration {
+    for (field, planned, loaded) in [
+        ("for", &expected.for_duration, rule.for_duration),
+        (
+            "keep_firing_for",
+            &expected.keep_firing_for,
+            rule.keep_firing_for,
+        ),
+    ] {
+        let Some(text) = planned else { continue };
         match crate::duration::parse(text) {
-            Ok(wanted) if wanted != rule.for_duration => problems.push(format!(
-                "{}: for {:?}, expected {wanted:?}",
-                rule.name, rule.for_duration
+            Ok(wanted) if wanted != loaded => problems.push(format!(
+                "{}: {field} {loaded:?}, expected {wanted:?}",
+                rule.name
             )),
             Ok(_) => {}
-            Err(err) => problems.push(format!("{}: plan `for` {text:?}: {err}", rule.name)),
+            Err(err) => problems.push(format!("{}: plan `{field}` {text:?}: {err}", rule.name)),
         }
     }
     problems
@@ -385,7 +404,7 @@ mod tests {
             threshold_rate: 0.5,
             window: Duration::from_secs(60),
             for_duration: Duration::from_secs(30),
-            keep_firing_for: Duration::ZERO,
+            keep_firing_for: Duration::from_secs(60),
             eval_interval: Duration::from_secs(5),
             labels: BTreeMap::from([
                 ("severity".into(), "critical".into()),
@@ -404,6 +423,27 @@ mod tests {
                 "CriticalErrorRate: label severity=\"warning\", expected severity=\"critical\"",
                 "CriticalErrorRate: for 0ns, expected 30s",
             ]
+        );
+        // Without keep_firing_for its warnings would notify on the way down.
+        rule = AlertRule {
+            keep_firing_for: Duration::ZERO,
+            ..rule
+        };
+        assert!(expectation_problems(&rule, expected)
+            .contains(&"CriticalErrorRate: keep_firing_for 0ns, expected 60s".to_owned()));
+        // SPEC §6: a burst fires at once.
+        let burst = AlertRule {
+            name: "ErrorBurst".into(),
+            for_duration: Duration::from_secs(60),
+            labels: BTreeMap::from([
+                ("severity".into(), "warning".into()),
+                ("family".into(), "errors".into()),
+            ]),
+            ..rule
+        };
+        assert_eq!(
+            expectation_problems(&burst, &plan.expect["ErrorBurst"]),
+            vec!["ErrorBurst: for 60s, expected 0ns"]
         );
     }
 }
