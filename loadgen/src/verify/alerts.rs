@@ -859,6 +859,9 @@ pub async fn run(
                 |_| None,
             )
             .await?;
+        let resolved_after = resolved
+            .as_ref()
+            .map_or(resolve_all, |secs| Duration::from_secs_f64(*secs));
         if !run.record(
             "resolve: every alert resolves".into(),
             format!("inactive within {:.0}s", resolve_all.as_secs_f64()),
@@ -869,11 +872,12 @@ pub async fn run(
         // The warnings resolve while the critical alert still fires
         // (keep_firing_for) and inhibits them, so Alertmanager never notifies
         // them on the way down: only the critical resolutions are delivered.
-        // The step's clock started with the resolve step, hence the sum.
+        // 90 s from the moment they resolved (the step's clock started with
+        // the resolve step, and keep_firing_for may have taken most of it).
         let criticals = plan.critical_alerts.clone();
         let notified = run
             .wait(
-                resolve_all + Duration::from_secs(90),
+                resolved_after + Duration::from_secs(90),
                 |o| {
                     criticals
                         .iter()
