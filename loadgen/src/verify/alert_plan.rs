@@ -48,10 +48,15 @@ pub struct AlertExpectation {
     /// Exact `keep_firing_for` (`"0s"` when it must have none); unchecked
     /// when absent.
     pub keep_firing_for: Option<String>,
+    /// The threshold as 5xx per second (a count over a window divided by
+    /// it), within 1 %; unchecked when absent. The steps only prove the
+    /// threshold lies between two planned rates.
+    pub threshold: Option<f64>,
 }
 
 fn expectation(
     labels: &[(&str, &str)],
+    threshold: f64,
     for_duration: &str,
     keep_firing_for: &str,
 ) -> AlertExpectation {
@@ -62,6 +67,7 @@ fn expectation(
             .collect(),
         for_duration: Some(for_duration.to_owned()),
         keep_firing_for: Some(keep_firing_for.to_owned()),
+        threshold: Some(threshold),
     }
 }
 
@@ -82,16 +88,27 @@ impl Default for AlertPlan {
             expect: BTreeMap::from([
                 (
                     "HighErrorRate".into(),
-                    expectation(&[("severity", "warning"), ("family", "errors")], "1m", "0s"),
+                    expectation(
+                        &[("severity", "warning"), ("family", "errors")],
+                        0.1,
+                        "1m",
+                        "0s",
+                    ),
                 ),
                 (
                     "ErrorBurst".into(),
-                    expectation(&[("severity", "warning"), ("family", "errors")], "0s", "0s"),
+                    expectation(
+                        &[("severity", "warning"), ("family", "errors")],
+                        10.0 / 60.0,
+                        "0s",
+                        "0s",
+                    ),
                 ),
                 (
                     "CriticalErrorRate".into(),
                     expectation(
                         &[("severity", "critical"), ("family", "errors")],
+                        0.5,
                         "30s",
                         "1m",
                     ),
@@ -263,6 +280,14 @@ pub fn expectation_problems(rule: &AlertRule, expected: &AlertExpectation) -> Ve
             ),
         })
         .collect();
+    if let Some(wanted) = expected.threshold {
+        if (rule.threshold_rate - wanted).abs() > wanted.abs() * 0.01 {
+            problems.push(format!(
+                "{}: threshold {:.3} 5xx/s, expected {wanted:.3} 5xx/s",
+                rule.name, rule.threshold_rate
+            ));
+        }
+    }
     for (field, planned, loaded) in [
         ("for", &expected.for_duration, rule.for_duration),
         (
@@ -443,7 +468,19 @@ mod tests {
         };
         assert_eq!(
             expectation_problems(&burst, &plan.expect["ErrorBurst"]),
-            vec!["ErrorBurst: for 60s, expected 0ns"]
+            vec![
+                "ErrorBurst: threshold 0.500 5xx/s, expected 0.167 5xx/s",
+                "ErrorBurst: for 60s, expected 0ns"
+            ]
         );
+        // 1.5x too lax still lies between the warning and critical rates.
+        let lax = AlertRule {
+            threshold_rate: 0.75,
+            keep_firing_for: Duration::from_secs(60),
+            ..rule
+        };
+        assert!(expectation_problems(&lax, expected).contains(
+            &"CriticalErrorRate: threshold 0.750 5xx/s, expected 0.500 5xx/s".to_owned()
+        ));
     }
 }

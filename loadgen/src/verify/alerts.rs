@@ -202,11 +202,25 @@ fn spawn_traffic(
             expected_status: expected,
         };
         if error {
-            return vec![PlannedRequest {
+            // Round-robin over user routes: rules that count one route
+            // only miss two thirds of the errors and fire late or never.
+            let fault = |request: PlannedRequest| PlannedRequest {
                 fault: Some((fault_status, Duration::ZERO)),
                 expected_status: fault_status,
-                ..get("/", 0)
-            }];
+                ..request
+            };
+            return vec![
+                fault(get("/", 0)),
+                fault(get("/items/verify-alerts:hit", 0)),
+                fault(PlannedRequest {
+                    op: OpKind::Put,
+                    method: "POST",
+                    path: "/items".into(),
+                    body: Some(r#"{"key":"verify-alerts:fault","value":"v"}"#.into()),
+                    fault: None,
+                    expected_status: 0,
+                }),
+            ];
         }
         vec![
             get("/items/verify-alerts:hit", 200),
