@@ -190,7 +190,9 @@ async fn verify_dashboard_accepts_a_soak_length_window() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let (from, to) = ((now - 16 * 3600).to_string(), (now + 1).to_string());
+    // Up to a minute ahead: the last step (6 s) lies after the first
+    // scrape, which Prometheus looks back to.
+    let (from, to) = ((now - 16 * 3600).to_string(), (now + 60).to_string());
     let (exit, out, err) = loadgen(&[
         "verify-dashboard",
         "--prometheus",
