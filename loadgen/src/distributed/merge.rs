@@ -339,6 +339,7 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
     let client = ClientCounts {
         responses: aggregator.route_counts(),
         uncertain: aggregator.unanswered_by_route(),
+        uncertain_lookups: aggregator.unanswered_lookups(),
     };
     let mut notes = vec![SERIES_NOTE.to_owned()];
     let reconciliation = reconcile::reconcile(&after.since(&before), &client);

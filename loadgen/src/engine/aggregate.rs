@@ -52,7 +52,13 @@ pub fn percentiles(histogram: &Histogram<u64>) -> Percentiles {
     }
 }
 
+/// Latency (and service time) histograms hold answered requests only: a
+/// timeout's or a closed connection's "latency" is when loadgen gave up,
+/// not how fast the target answered, and a run where nothing was answered
+/// must have no percentiles at all (its latency checks FAIL "no data").
 struct OpStats {
+    /// Every sample, answered or not.
+    count: u64,
     latency: Histogram<u64>,
     service: Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
@@ -63,6 +69,7 @@ struct OpStats {
 impl OpStats {
     fn new() -> Self {
         Self {
+            count: 0,
             latency: histogram(),
             service: histogram(),
             statuses: BTreeMap::new(),
@@ -149,6 +156,8 @@ pub struct Aggregator {
     started: Instant,
     ops: Vec<OpStats>,
     phases: Vec<PhaseStats>,
+    /// Every sample, answered or not (`all_latency` holds answered ones).
+    requests: u64,
     all_latency: Histogram<u64>,
     all_service: Histogram<u64>,
     send_lag: Histogram<u64>,
@@ -187,6 +196,7 @@ impl Aggregator {
                     ended: None,
                 })
                 .collect(),
+            requests: 0,
             all_latency: histogram(),
             all_service: histogram(),
             send_lag: histogram(),
@@ -248,9 +258,14 @@ impl Aggregator {
         self.roll_to(Instant::now());
         let latency = micros(sample.latency);
         let error = sample.is_error();
+        let answered = sample.outcome.is_ok();
+        let service_time = micros(sample.service_time);
         let op = &mut self.ops[sample.op.index()];
-        let _ = op.latency.record(latency);
-        let _ = op.service.record(micros(sample.service_time));
+        op.count += 1;
+        if answered {
+            let _ = op.latency.record(latency);
+            let _ = op.service.record(service_time);
+        }
         match sample.outcome {
             Ok(status) => {
                 *op.statuses.entry(status).or_default() += 1;
@@ -272,8 +287,11 @@ impl Aggregator {
             }
         }
         op.errors += u64::from(error);
-        let _ = self.all_latency.record(latency);
-        let _ = self.all_service.record(micros(sample.service_time));
+        self.requests += 1;
+        if answered {
+            let _ = self.all_latency.record(latency);
+            let _ = self.all_service.record(service_time);
+        }
         if let Some(lag) = sample.send_lag {
             let _ = self.send_lag.record(micros(lag));
             // Open loop: the arrival counts as offered when it was due.
@@ -282,11 +300,13 @@ impl Aggregator {
         let phase = &mut self.phases[sample.phase];
         phase.completed += 1;
         phase.errors += u64::from(error);
-        let _ = phase.latency.record(latency);
         self.current.requests += 1;
         self.current.errors += u64::from(error);
-        let _ = self.current.latency.record(latency);
-        let _ = self.current.service.record(micros(sample.service_time));
+        if answered {
+            let _ = phase.latency.record(latency);
+            let _ = self.current.latency.record(latency);
+            let _ = self.current.service.record(service_time);
+        }
     }
 
     /// Counts one open-loop arrival in the second it was due: usually a
@@ -389,9 +409,7 @@ impl Aggregator {
         let mut counts = BTreeMap::new();
         for op in OpKind::ALL {
             let (method, endpoint) = op.route();
-            let errors = &self.ops[op.index()].transport_errors;
-            let n = errors.get("timeout").copied().unwrap_or(0)
-                + errors.get("io").copied().unwrap_or(0);
+            let n = self.unanswered(op);
             if n > 0 {
                 *counts
                     .entry((method.to_owned(), endpoint.to_owned()))
@@ -399,6 +417,19 @@ impl Aggregator {
             }
         }
         counts
+    }
+
+    /// Unanswered cache lookups (`get_hit`, `get_miss`): the only requests
+    /// of `GET /items/{key}` that may have moved the cache counters
+    /// (`fault` shares the route but never reads Redis).
+    pub fn unanswered_lookups(&self) -> u64 {
+        self.unanswered(OpKind::GetHit) + self.unanswered(OpKind::GetMiss)
+    }
+
+    /// Timeouts and broken connections of one operation.
+    fn unanswered(&self, op: OpKind) -> u64 {
+        let errors = &self.ops[op.index()].transport_errors;
+        errors.get("timeout").copied().unwrap_or(0) + errors.get("io").copied().unwrap_or(0)
     }
 
     /// Requests that timed out client-side.
@@ -419,7 +450,7 @@ impl Aggregator {
             .filter(|op| plan.mix[op.index()] > 0)
             .map(|op| {
                 let stats = &self.ops[op.index()];
-                let count = stats.latency.len();
+                let count = stats.count;
                 OpSummary {
                     name: op.name().to_owned(),
                     count,
@@ -471,10 +502,11 @@ impl Aggregator {
                 }
             })
             .collect();
-        let requests = self.all_latency.len();
+        let requests = self.requests;
         let errors: u64 = self.ops.iter().map(|op| op.errors).sum();
         Summary {
             requests,
+            answered: self.all_latency.len(),
             errors,
             dropped: self.phases.iter().map(|phase| phase.dropped).sum(),
             error_ratio: if requests > 0 {

@@ -115,7 +115,10 @@ impl SeriesPoint {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// Every finished request, answered or not (timeouts, transport errors).
     pub requests: u64,
+    /// Requests that got an HTTP status: the latency percentiles are theirs.
+    pub answered: u64,
     pub errors: u64,
     pub dropped: u64,
     pub error_ratio: f64,

@@ -35,7 +35,8 @@ pub struct AlertPlan {
     pub expect: BTreeMap<String, AlertExpectation>,
 }
 
-/// The labels (and optionally the `for`) an alert rule must carry.
+/// The labels (and optionally `for` and `keep_firing_for`) an alert rule
+/// must carry.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AlertExpectation {
@@ -44,15 +45,29 @@ pub struct AlertExpectation {
     /// Exact `for` of the loaded rule (`"1m"`); unchecked when absent.
     #[serde(rename = "for")]
     pub for_duration: Option<String>,
+    /// Exact `keep_firing_for` (`"0s"` when it must have none); unchecked
+    /// when absent.
+    pub keep_firing_for: Option<String>,
+    /// The threshold as 5xx per second (a count over a window divided by
+    /// it), within 1 %; unchecked when absent. The steps only prove the
+    /// threshold lies between two planned rates.
+    pub threshold: Option<f64>,
 }
 
-fn expectation(labels: &[(&str, &str)], for_duration: Option<&str>) -> AlertExpectation {
+fn expectation(
+    labels: &[(&str, &str)],
+    threshold: f64,
+    for_duration: &str,
+    keep_firing_for: &str,
+) -> AlertExpectation {
     AlertExpectation {
         labels: labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
-        for_duration: for_duration.map(str::to_owned),
+        for_duration: Some(for_duration.to_owned()),
+        keep_firing_for: Some(keep_firing_for.to_owned()),
+        threshold: Some(threshold),
     }
 }
 
@@ -67,22 +82,35 @@ impl Default for AlertPlan {
             quiet: None,
             fault_status: 500,
             below_error_rate: 0.05,
-            // SPEC §6 and interfaces.md. ErrorBurst's `for` is left out:
-            // it is a burst alert that fires at once (no `for`).
+            // SPEC §6, interfaces.md and rules-changes.md: ErrorBurst
+            // fires at once (no `for`); CriticalErrorRate keeps firing 1m
+            // so its warnings stay inhibited while they resolve.
             expect: BTreeMap::from([
                 (
                     "HighErrorRate".into(),
-                    expectation(&[("severity", "warning"), ("family", "errors")], Some("1m")),
+                    expectation(
+                        &[("severity", "warning"), ("family", "errors")],
+                        0.1,
+                        "1m",
+                        "0s",
+                    ),
                 ),
                 (
                     "ErrorBurst".into(),
-                    expectation(&[("severity", "warning"), ("family", "errors")], None),
+                    expectation(
+                        &[("severity", "warning"), ("family", "errors")],
+                        10.0 / 60.0,
+                        "0s",
+                        "0s",
+                    ),
                 ),
                 (
                     "CriticalErrorRate".into(),
                     expectation(
                         &[("severity", "critical"), ("family", "errors")],
-                        Some("30s"),
+                        0.5,
+                        "30s",
+                        "1m",
                     ),
                 ),
             ]),
@@ -252,14 +280,30 @@ pub fn expectation_problems(rule: &AlertRule, expected: &AlertExpectation) -> Ve
             ),
         })
         .collect();
-    if let Some(text) = &expected.for_duration {
+    if let Some(wanted) = expected.threshold {
+        if (rule.threshold_rate - wanted).abs() > wanted.abs() * 0.01 {
+            problems.push(format!(
+                "{}: threshold {:.3} 5xx/s, expected {wanted:.3} 5xx/s",
+                rule.name, rule.threshold_rate
+            ));
+        }
+    }
+    for (field, planned, loaded) in [
+        ("for", &expected.for_duration, rule.for_duration),
+        (
+            "keep_firing_for",
+            &expected.keep_firing_for,
+            rule.keep_firing_for,
+        ),
+    ] {
+        let Some(text) = planned else { continue };
         match crate::duration::parse(text) {
-            Ok(wanted) if wanted != rule.for_duration => problems.push(format!(
-                "{}: for {:?}, expected {wanted:?}",
-                rule.name, rule.for_duration
+            Ok(wanted) if wanted != loaded => problems.push(format!(
+                "{}: {field} {loaded:?}, expected {wanted:?}",
+                rule.name
             )),
             Ok(_) => {}
-            Err(err) => problems.push(format!("{}: plan `for` {text:?}: {err}", rule.name)),
+            Err(err) => problems.push(format!("{}: plan `{field}` {text:?}: {err}", rule.name)),
         }
     }
     problems
@@ -385,7 +429,7 @@ mod tests {
             threshold_rate: 0.5,
             window: Duration::from_secs(60),
             for_duration: Duration::from_secs(30),
-            keep_firing_for: Duration::ZERO,
+            keep_firing_for: Duration::from_secs(60),
             eval_interval: Duration::from_secs(5),
             labels: BTreeMap::from([
                 ("severity".into(), "critical".into()),
@@ -405,5 +449,38 @@ mod tests {
                 "CriticalErrorRate: for 0ns, expected 30s",
             ]
         );
+        // Without keep_firing_for its warnings would notify on the way down.
+        rule = AlertRule {
+            keep_firing_for: Duration::ZERO,
+            ..rule
+        };
+        assert!(expectation_problems(&rule, expected)
+            .contains(&"CriticalErrorRate: keep_firing_for 0ns, expected 60s".to_owned()));
+        // SPEC §6: a burst fires at once.
+        let burst = AlertRule {
+            name: "ErrorBurst".into(),
+            for_duration: Duration::from_secs(60),
+            labels: BTreeMap::from([
+                ("severity".into(), "warning".into()),
+                ("family".into(), "errors".into()),
+            ]),
+            ..rule
+        };
+        assert_eq!(
+            expectation_problems(&burst, &plan.expect["ErrorBurst"]),
+            vec![
+                "ErrorBurst: threshold 0.500 5xx/s, expected 0.167 5xx/s",
+                "ErrorBurst: for 60s, expected 0ns"
+            ]
+        );
+        // 1.5x too lax still lies between the warning and critical rates.
+        let lax = AlertRule {
+            threshold_rate: 0.75,
+            keep_firing_for: Duration::from_secs(60),
+            ..rule
+        };
+        assert!(expectation_problems(&lax, expected).contains(
+            &"CriticalErrorRate: threshold 0.750 5xx/s, expected 0.500 5xx/s".to_owned()
+        ));
     }
 }

@@ -202,11 +202,25 @@ fn spawn_traffic(
             expected_status: expected,
         };
         if error {
-            return vec![PlannedRequest {
+            // Round-robin over user routes: rules that count one route
+            // only miss two thirds of the errors and fire late or never.
+            let fault = |request: PlannedRequest| PlannedRequest {
                 fault: Some((fault_status, Duration::ZERO)),
                 expected_status: fault_status,
-                ..get("/", 0)
-            }];
+                ..request
+            };
+            return vec![
+                fault(get("/", 0)),
+                fault(get("/items/verify-alerts:hit", 0)),
+                fault(PlannedRequest {
+                    op: OpKind::Put,
+                    method: "POST",
+                    path: "/items".into(),
+                    body: Some(r#"{"key":"verify-alerts:fault","value":"v"}"#.into()),
+                    fault: None,
+                    expected_status: 0,
+                }),
+            ];
         }
         vec![
             get("/items/verify-alerts:hit", 200),
@@ -859,6 +873,9 @@ pub async fn run(
                 |_| None,
             )
             .await?;
+        let resolved_after = resolved
+            .as_ref()
+            .map_or(resolve_all, |secs| Duration::from_secs_f64(*secs));
         if !run.record(
             "resolve: every alert resolves".into(),
             format!("inactive within {:.0}s", resolve_all.as_secs_f64()),
@@ -869,11 +886,12 @@ pub async fn run(
         // The warnings resolve while the critical alert still fires
         // (keep_firing_for) and inhibits them, so Alertmanager never notifies
         // them on the way down: only the critical resolutions are delivered.
-        // The step's clock started with the resolve step, hence the sum.
+        // 90 s from the moment they resolved (the step's clock started with
+        // the resolve step, and keep_firing_for may have taken most of it).
         let criticals = plan.critical_alerts.clone();
         let notified = run
             .wait(
-                resolve_all + Duration::from_secs(90),
+                resolved_after + Duration::from_secs(90),
                 |o| {
                     criticals
                         .iter()

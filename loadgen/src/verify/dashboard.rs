@@ -384,6 +384,16 @@ async fn scrape_interval(prometheus: &Prometheus) -> Result<Duration, ApiError> 
     Ok(scrape.max(Duration::from_secs(1)))
 }
 
+/// Prometheus refuses a range query of more than 11,000 points per
+/// series: long windows (a soak run's report) get a coarser step, as
+/// Grafana's `maxDataPoints` does; at least the scrape interval.
+pub const MAX_POINTS: f64 = 10_000.0; // below 11,000: margin for rounding
+
+pub fn step(scrape: Duration, range: Duration) -> Duration {
+    let needed = (range.as_secs_f64() / MAX_POINTS).ceil();
+    scrape.max(Duration::from_secs_f64(needed))
+}
+
 pub async fn run(
     prometheus: &Prometheus,
     paths: &[PathBuf],
@@ -404,6 +414,7 @@ pub async fn run(
     anyhow::ensure!(!paths.is_empty(), "no dashboard JSON files found");
     let scrape = scrape_interval(prometheus).await?;
     let range = Duration::from_secs_f64(window.to - window.from);
+    let step = step(scrape, range);
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
         "dashboard",
@@ -427,7 +438,7 @@ pub async fn run(
                 Err(("-".to_owned(), format!("FAIL: {problem}")))
             } else {
                 match prometheus
-                    .query_range(&query.expr, window.from, window.to, scrape)
+                    .query_range(&query.expr, window.from, window.to, step)
                     .await
                 {
                     Ok(series) => judge(&query, &series),
@@ -567,5 +578,15 @@ mod tests {
             "count by (endpoint) (http_requests_total{job=\"a\"})"
         );
         assert_eq!(variable.legend_labels, ["endpoint"]);
+    }
+
+    #[test]
+    fn long_windows_get_a_step_prometheus_accepts() {
+        let scrape = Duration::from_secs(5);
+        assert_eq!(step(scrape, Duration::from_secs(3600)), scrape);
+        let soak = Duration::from_secs(16 * 3600);
+        let long = step(scrape, soak);
+        assert!(long > scrape, "{long:?}");
+        assert!(soak.as_secs_f64() / long.as_secs_f64() <= MAX_POINTS);
     }
 }

@@ -293,7 +293,12 @@ pub async fn server_checks(
         }
     }
     for expectation in &expect.promql {
-        let query = expectation.query.replace("$__range", &range);
+        // `$__target`: the run's own job and instance (other instances of
+        // the job must not decide this run's verdict).
+        let query = expectation
+            .query
+            .replace("$__range", &range)
+            .replace("$__target", &job);
         let value = scalar(prometheus, &query, end).await?;
         let expected = match (expectation.min, expectation.max) {
             (Some(min), Some(max)) => format!("{min} ≤ v ≤ {max}"),
@@ -359,13 +364,17 @@ async fn alert_check(
         AlertState::Firing => firing,
         AlertState::Inactive => format!("ALERTS{{alertname=\"{name}\"}}"),
     };
+    // Over [start, deadline] only: checks run one after another, so a
+    // later check may start past its own deadline, and what an alert did
+    // after `within` must not count (either way).
+    let deadline_s = unix_seconds(deadline);
     loop {
-        let now = unix_seconds(SystemTime::now());
-        let lookback = format!("{}ms", ((now - start) * 1000.0).ceil().max(1.0) as u64);
+        let at = unix_seconds(SystemTime::now()).min(deadline_s);
+        let lookback = format!("{}ms", ((at - start) * 1000.0).ceil().max(1.0) as u64);
         let seen = prometheus
             .query(
                 &format!("max by (alertstate) (max_over_time({selector}[{lookback}]))"),
-                Some(now),
+                Some(at),
             )
             .await?;
         let states: Vec<&str> = seen
@@ -443,6 +452,7 @@ impl Verifier for ServerVerifier {
         let client = ClientCounts {
             responses: aggregator.route_counts(),
             uncertain: aggregator.unanswered_by_route(),
+            uncertain_lookups: aggregator.unanswered_lookups(),
         };
         if let Some(before) = &self.before {
             let after = reconcile::read(&self.http, &self.target).await?;

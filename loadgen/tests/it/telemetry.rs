@@ -2,7 +2,7 @@
 //! names and labels of the interface, exact counts after the run (the run
 //! waits for the final scrape), and a busy port refused with exit 2.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
 use items_service::testing::free_port;
 use loadgen::{verify::prometheus::Prometheus, Exit};
@@ -39,24 +39,6 @@ duration = "3s"
 error_ratio_max = 1.0
 "#;
 
-/// Prometheus hands new targets to its scrapers up to 5 s after start:
-/// wait for the first (failed) scrape so it scrapes the whole run.
-async fn wait_for_the_loadgen_target(prometheus: &Prometheus) {
-    let started = std::time::Instant::now();
-    while prometheus
-        .query("up{job=\"loadgen\"}", None)
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "loadgen never scraped"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn value(prometheus: &Prometheus, query: &str) -> f64 {
     let samples = prometheus.query(query, None).await.expect("query");
     assert_eq!(samples.len(), 1, "`{query}` → {samples:?}");
@@ -69,7 +51,7 @@ async fn prometheus_holds_exactly_the_clients_counts_after_the_run() {
     let listen = format!("127.0.0.1:{}", free_port());
     let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
     let prometheus = Prometheus::new(&monitoring.prometheus);
-    wait_for_the_loadgen_target(&prometheus).await;
+    monitoring.until_scraped("loadgen").await;
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--prometheus",
@@ -315,10 +297,10 @@ async fn wait_for_phase_active(listen: &str, value: &str) {
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < std::time::Duration::from_secs(60),
             "loadgen_phase_active never {value}: {body}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -330,7 +312,7 @@ async fn ctrl_c_during_the_final_scrape_wait_interrupts_the_run() {
     let service = Service::start().await;
     let listen = format!("127.0.0.1:{}", free_port());
     let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
-    wait_for_the_loadgen_target(&Prometheus::new(&monitoring.prometheus)).await;
+    monitoring.until_scraped("loadgen").await;
     let dir = tempfile::tempdir().unwrap();
     let path = scenario(
         &dir,
@@ -371,7 +353,7 @@ async fn ctrl_c_during_the_final_scrape_wait_interrupts_the_run() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     // The final wait alone would last 12 s (2 intervals + 10 s).
     let exit = tokio::time::timeout(
-        Duration::from_secs(60),
+        std::time::Duration::from_secs(60),
         loadgen::main_with(cli.command, cancel, &mut out, &mut err),
     )
     .await

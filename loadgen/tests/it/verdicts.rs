@@ -3,6 +3,7 @@
 //! used to fail spuriously) against real Prometheus, Alertmanager, Redis
 //! and items-service processes.
 
+use items_service::testing::free_port;
 use loadgen::Exit;
 
 use crate::common::{
@@ -196,12 +197,21 @@ async fn reconciliation_is_per_route_one_way_and_ignores_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_window() {
     let service = Service::start().await;
-    let monitoring = Monitoring::start(&service, with_watchdog).await;
+    // Scraping loadgen's own metrics and Alertmanager, as the stack does:
+    // the shipped dashboard's Load generator row and notification panel
+    // must have data over the run's window too.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let monitoring = Monitoring::scraping_loadgen(&service, &listen).await;
+    monitoring.until_scraped("loadgen").await;
+    monitoring.until_scraped("alertmanager").await;
     let dir = tempfile::tempdir().unwrap();
     let path = scenario(
         &dir,
         "traffic",
-        "[keyspace]\npreload = 20\n[mix]\nget_hit = 8\nget_miss = 2\nput = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"6s\"\n[expect.server]\nerror_ratio_max = 0.0\n",
+        // Injected 503s: the client-error panel and the firing-alerts
+        // annotation (ErrorBurst, > 10 errors in a minute, fires at once)
+        // have data too.
+        "[keyspace]\npreload = 20\n[mix]\nget_hit = 8\nget_miss = 2\nput = 1\nfault = 2\n[fault]\nstatus = 503\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 50\nduration = \"8s\"\n[expect.server]\nerror_ratio_max = 0.5\n",
     );
     let report = dir.path().join("run.json");
     // With a server expectation, the run waits for Prometheus to scrape
@@ -210,7 +220,13 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
         &path,
         &service,
         Some(&monitoring.prometheus),
-        &["-q", "--out", report.to_str().unwrap()],
+        &[
+            "-q",
+            "--out",
+            report.to_str().unwrap(),
+            "--metrics-listen",
+            &listen,
+        ],
     )
     .await;
     assert_eq!(exit, Exit::Pass, "{out}");
@@ -247,7 +263,9 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
         })
     });
     let empty = mutated("empty.json", &|d| {
-        panel(d, "Request rate", &|p| p["targets"] = serde_json::json!([]))
+        panel(d, "Request rate (user routes)", &|p| {
+            p["targets"] = serde_json::json!([])
+        })
     });
     let never = mutated("never.json", &|d| {
         panel(d, "Firing alerts", &|p| {
@@ -285,7 +303,11 @@ async fn verify_dashboard_checks_legends_targets_and_never_empty_over_the_run_wi
             "Status codes",
             "FAIL: legend label status_code not in the result",
         ),
-        (empty, "Request rate ", "FAIL: panel has no targets"),
+        (
+            empty,
+            "Request rate (user routes)",
+            "FAIL: panel has no targets",
+        ),
         (never, "Firing alerts", "FAIL: never empty by construction"),
     ] {
         let (exit, out, err) = verify(path).await;
@@ -383,4 +405,68 @@ async fn checks_without_data_fail() {
         let row = row(&out, name);
         assert!(row.contains("no data") && row.contains("FAIL"), "{row}");
     }
+}
+
+/// Every request times out (fault delay 400 ms, timeout 100 ms): the
+/// percentiles used to be the give-up times (~100 ms) and passed a 1 s
+/// bound although nothing was answered. They are over answered requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_checks_fail_when_no_request_got_an_answer() {
+    let service = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        &dir,
+        "unanswered",
+        "request_timeout = \"100ms\"\n[keyspace]\npreload = 2\n[mix]\nfault = 1\n[fault]\nstatus = 503\ndelay = \"400ms\"\n\
+         [[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 10\nduration = \"1s\"\n\
+         [expect.client]\np50_max = \"1s\"\np99_max = \"1s\"\n",
+    );
+    let (exit, out, err) = run_scenario(&path, &service, None, &[]).await;
+    assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
+    for name in ["client p50_max", "client p99_max"] {
+        let row = row(&out, name);
+        assert!(
+            row.contains("no data: no request got an answer") && row.contains("FAIL"),
+            "{row}"
+        );
+    }
+}
+
+/// `[[expect.alerts]]` are judged over [run start, run end + `within`]:
+/// checks run one after another, and a later check used to look up to the
+/// moment it ran. LateAlert/LateAlert2 fire ~20 s after the start, after
+/// their `within = "0s"` deadline but before the first (35 s) check ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_expectations_stop_at_their_own_deadline() {
+    let service = Service::start().await;
+    let fires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 20;
+    let monitoring = Monitoring::start(&service, move |rules| {
+        let late = format!("vector(time()) > {fires_at}");
+        format!("{rules}\n      - alert: LateAlert\n        expr: {late}\n      - alert: LateAlert2\n        expr: {late}\n")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario(
+        &dir,
+        "late",
+        "[mix]\nroot = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 5\nduration = \"1s\"\n\
+         [[expect.alerts]]\nname = \"ItemsServiceDown\"\nstate = \"inactive\"\nwithin = \"35s\"\n\
+         [[expect.alerts]]\nname = \"LateAlert\"\nstate = \"firing\"\nwithin = \"0s\"\n\
+         [[expect.alerts]]\nname = \"LateAlert2\"\nstate = \"inactive\"\nwithin = \"0s\"\n",
+    );
+    let (exit, out, err) = run_scenario(&path, &service, Some(&monitoring.prometheus), &[]).await;
+    assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
+    let early = row(&out, "alert ItemsServiceDown stays inactive");
+    assert!(early.contains("PASS"), "{early}");
+    let late = row(&out, "alert LateAlert fires");
+    assert!(
+        late.contains("never fired") && late.contains("FAIL"),
+        "{late}"
+    );
+    let quiet = row(&out, "alert LateAlert2 stays inactive");
+    assert!(quiet.contains("PASS"), "{quiet}");
 }

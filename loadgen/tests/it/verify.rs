@@ -18,7 +18,7 @@ async fn run_checks_the_server_side_and_fails_an_unreachable_hit_ratio() {
         "half",
         "[keyspace]\npreload = 20\n[mix]\nget_hit = 1\nget_miss = 1\n[[phases]]\nexecutor = \"constant-arrival-rate\"\nrate = 100\nduration = \"3s\"\n\
          [expect.server]\nerror_ratio_max = 0.0\ncache_hit_ratio_min = 0.9\ncache_hit_ratio_matches_client = 0.001\n\
-         [[expect.promql]]\nname = \"lookups counted\"\nquery = 'sum(increase(redis_app_cache_hit_total[$__range])) + sum(increase(redis_app_cache_miss_total[$__range]))'\nmin = 299\nmax = 301\n",
+         [[expect.promql]]\nname = \"lookups counted\"\nquery = 'sum(increase(redis_app_cache_hit_total{$__target}[$__range])) + sum(increase(redis_app_cache_miss_total{$__target}[$__range]))'\nmin = 299\nmax = 301\n",
     );
     let (exit, out, err) = loadgen(&[
         "run",
@@ -119,7 +119,9 @@ async fn verify_alerts_fails_the_quiet_step_when_404_counts_as_an_error() {
     let service = Service::start().await;
     // The original project's bug: 404 counted as an error.
     let monitoring = Monitoring::start(&service, |rules| {
-        rules.replace(r#"status_code=~"5..""#, r#"status_code=~"5..|404""#)
+        let errors = r#"status_code=~"5..|499""#;
+        assert!(rules.contains(errors), "the rules no longer count {errors}");
+        rules.replace(errors, r#"status_code=~"5..|499|404""#)
     })
     .await;
     let (exit, out, err) = verify_alerts(&service, &monitoring).await;
@@ -167,4 +169,40 @@ async fn verify_dashboard_fails_broken_panels() {
     assert!(out.contains("FAIL: no data"), "{out}");
     assert!(out.contains("FAIL: panel has no unit"), "{out}");
     assert!(out.contains("FAIL: 3 of 3 panel queries failed"), "{out}");
+}
+
+/// A 16 h window at the 1 s scrape step is 57,600 points: Prometheus
+/// refused it ("exceeded maximum resolution"), failing every panel of a
+/// correct dashboard. The step grows with the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_dashboard_accepts_a_soak_length_window() {
+    let service = Service::start().await;
+    let monitoring = Monitoring::start(&service, |rules| rules).await;
+    monitoring.until_scraped("items-service").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("up.json");
+    let json = serde_json::json!({
+        "templating": {"list": []},
+        "panels": [{"title": "up", "fieldConfig": {"defaults": {"unit": "none"}}, "targets": [{"refId": "A", "expr": "up"}]}]
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Up to a minute ahead: the last step (6 s) lies after the first
+    // scrape, which Prometheus looks back to.
+    let (from, to) = ((now - 16 * 3600).to_string(), (now + 60).to_string());
+    let (exit, out, err) = loadgen(&[
+        "verify-dashboard",
+        "--prometheus",
+        &monitoring.prometheus,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(exit, Exit::Pass, "{out}{err}");
 }

@@ -224,6 +224,9 @@ impl Aggregator {
             .unwrap_or(now);
         for (stats, op) in aggregator.ops.iter_mut().zip(&measurements.operations) {
             *stats = OpStats {
+                // Every sample, answered or not.
+                count: op.statuses.values().sum::<u64>()
+                    + op.transport_errors.values().sum::<u64>(),
                 latency: op.latency.0.clone(),
                 service: op.service_time.0.clone(),
                 statuses: op.statuses.clone(),

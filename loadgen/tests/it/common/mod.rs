@@ -152,9 +152,9 @@ pub async fn wait_ready(url: &str, what: &str) {
     }
 }
 
-/// Prometheus (1 s scrapes and evaluations) scraping the service and a
-/// redis_exporter, with the repository's rules after `edit`, and an
-/// Alertmanager.
+/// Prometheus (1 s scrapes and evaluations) scraping the service, a
+/// redis_exporter and the Alertmanager it sends to (job `alertmanager`, as
+/// the shipped dashboard expects), with the repository's rules after `edit`.
 pub struct Monitoring {
     pub prometheus: String,
     pub alertmanager: String,
@@ -174,6 +174,22 @@ impl Monitoring {
         Self::start_with(service, |rules| rules, Some(loadgen)).await
     }
 
+    /// Waits until Prometheus has scraped `job` once (up or down):
+    /// Prometheus hands new targets to its scrapers up to 5 s after start,
+    /// and a run must be scraped from its beginning.
+    pub async fn until_scraped(&self, job: &str) {
+        let prometheus = loadgen::verify::prometheus::Prometheus::new(&self.prometheus);
+        let query = format!("up{{job=\"{job}\"}}");
+        let started = std::time::Instant::now();
+        while prometheus.query(&query, None).await.unwrap().is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{job} never scraped"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn start_with(
         service: &Service,
         edit_rules: impl Fn(String) -> String,
@@ -182,7 +198,13 @@ impl Monitoring {
         let dir = tempfile::tempdir().expect("temp dir");
         let rules = std::fs::read_to_string(repo().join("prometheus/rules/items-service.yml"))
             .expect("rules");
-        let rules = edit_rules(rules.replace("interval: 5s", "interval: 1s"));
+        // Every group (the 5 s ones and the 30 s long-window SLO group) every
+        // second: a short test run sees all recording rules.
+        let rules = edit_rules(
+            rules
+                .replace("interval: 5s", "interval: 1s")
+                .replace("interval: 30s", "interval: 1s"),
+        );
         std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
         let (prom_port, am_port, exporter_port) = (free_port(), free_port(), free_port());
         let service_url = service.url();
@@ -191,7 +213,7 @@ impl Monitoring {
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: [{rules}]\n\
              alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]}}\n\
-             scrape_configs:\n  - job_name: items-service\n    static_configs: [{{targets: ['{service_addr}']}}]\n  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n{loadgen_job}",
+             scrape_configs:\n  - job_name: items-service\n    static_configs: [{{targets: ['{service_addr}']}}]\n  - job_name: redis\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n  - job_name: alertmanager\n    static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n{loadgen_job}",
             rules = dir.path().join("rules.yml").display(),
             loadgen_job = loadgen.map_or(String::new(), |addr| format!(
                 "  - job_name: loadgen\n    static_configs: [{{targets: ['{addr}']}}]\n"
