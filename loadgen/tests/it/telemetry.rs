@@ -360,7 +360,7 @@ async fn ctrl_c_during_the_final_scrape_wait_interrupts_the_run() {
     .expect("the run ends");
     let (_stopped, cancelled_at) = watcher.await.unwrap();
     assert!(
-        cancelled_at.elapsed() < Duration::from_secs(5),
+        cancelled_at.elapsed() < std::time::Duration::from_secs(5),
         "slow to stop: {:?}",
         cancelled_at.elapsed()
     );
