@@ -71,6 +71,8 @@ impl Hist {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpMeasurements {
     pub name: String,
+    /// Every sample, answered or not (the histograms hold answered ones).
+    pub count: u64,
     pub latency: Hist,
     pub service_time: Hist,
     pub statuses: BTreeMap<u16, u64>,
@@ -146,6 +148,7 @@ impl Aggregator {
                 .zip(&self.ops)
                 .map(|(op, stats)| OpMeasurements {
                     name: op.name().to_owned(),
+                    count: stats.count,
                     latency: Hist(stats.latency.clone()),
                     service_time: Hist(stats.service.clone()),
                     statuses: stats.statuses.clone(),
@@ -224,9 +227,7 @@ impl Aggregator {
             .unwrap_or(now);
         for (stats, op) in aggregator.ops.iter_mut().zip(&measurements.operations) {
             *stats = OpStats {
-                // Every sample, answered or not.
-                count: op.statuses.values().sum::<u64>()
-                    + op.transport_errors.values().sum::<u64>(),
+                count: op.count,
                 latency: op.latency.0.clone(),
                 service: op.service_time.0.clone(),
                 statuses: op.statuses.clone(),
@@ -249,6 +250,7 @@ impl Aggregator {
                 ended: phase.ended_at_unix_ms.map(instant),
             };
         }
+        aggregator.requests = measurements.operations.iter().map(|op| op.count).sum();
         aggregator.all_latency = measurements.latency.0.clone();
         aggregator.all_service = measurements.service_time.0.clone();
         aggregator.send_lag = measurements.send_lag.0.clone();
@@ -324,6 +326,7 @@ impl Merging {
             add_counts(&mut into.statuses, &op.statuses);
             add_counts(&mut into.transport_errors, &op.transport_errors);
             into.errors += op.errors;
+            into.count += op.count;
         }
         for (into, phase) in merged.phases.iter_mut().zip(&part.phases) {
             into.latency.add(&phase.latency)?;
@@ -408,6 +411,7 @@ mod tests {
         for micros in samples {
             let _ = aggregator.all_latency.record(micros);
             let _ = aggregator.ops[OpKind::Root.index()].latency.record(micros);
+            aggregator.ops[OpKind::Root.index()].count += 1;
             let _ = aggregator.phases[0].latency.record(micros);
         }
         let mut measurements =
