@@ -51,6 +51,11 @@ impl Alertmanager {
     }
 
     async fn fire(&self, alerts: &[(&str, &str, &str, &str)]) {
+        self.fire_with(alerts, &[]).await;
+    }
+
+    /// Like [`Self::fire`], with `extra` labels on every alert.
+    async fn fire_with(&self, alerts: &[(&str, &str, &str, &str)], extra: &[(&str, &str)]) {
         let body: Vec<Value> = alerts
             .iter()
             .map(|(name, severity, family, job)| {
@@ -58,6 +63,9 @@ impl Alertmanager {
                                         "family": family, "stack": "items-stack"});
                 if !job.is_empty() {
                     labels["job"] = json!(job);
+                }
+                for (key, value) in extra {
+                    labels[*key] = json!(value);
                 }
                 json!({ "labels": labels })
             })
@@ -141,8 +149,17 @@ async fn redis_down_inhibits_what_it_causes_and_the_watchdog_has_its_own_receive
     })
     .await;
 
-    am.fire(&[("RedisDown", "critical", "availability", "redis")])
-        .await;
+    // A missing exporter explains none of the service's errors: no inhibition.
+    let redis_down = [("RedisDown", "critical", "availability", "redis")];
+    am.fire_with(&redis_down, &[("cause", "exporter")]).await;
+    am.until("RedisDown for a missing exporter suppresses nothing", |a| {
+        state(a, "RedisDown") == "active"
+            && ["HighErrorRate", "HighLatencyP99", "ErrorBudgetBurnFast"]
+                .iter()
+                .all(|n| state(a, n) == "active")
+    })
+    .await;
+    am.fire_with(&redis_down, &[("cause", "redis")]).await;
     am.until("RedisDown suppresses errors, latency and SLO alerts", |a| {
         ["HighErrorRate", "HighLatencyP99", "ErrorBudgetBurnFast"]
             .iter()
