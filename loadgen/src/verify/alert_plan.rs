@@ -166,16 +166,23 @@ fn threshold(query: &str) -> Option<f64> {
     number.parse().ok()
 }
 
-/// The longest `[range]` in `query`.
-fn longest_range(query: &str) -> Option<Duration> {
-    query
-        .split('[')
-        .skip(1)
-        .filter_map(|part| {
-            part.split_once(']')
-                .and_then(|(range, _)| parse_prom_duration(range.split(':').next()?))
-        })
-        .max()
+/// The longest window of `query`: a `[range]`, or an `offset` (an exact
+/// count `x - x offset 1m` spans its offset as `increase(x[1m])` its range).
+fn longest_window(query: &str) -> Option<Duration> {
+    let ranges = query.split('[').skip(1).filter_map(|part| {
+        part.split_once(']')
+            .and_then(|(range, _)| parse_prom_duration(range.split(':').next()?))
+    });
+    let offsets = query.split(" offset ").skip(1).filter_map(|rest| {
+        parse_prom_duration(rest.split(|c: char| !c.is_ascii_alphanumeric()).next()?)
+    });
+    ranges.chain(offsets).max()
+}
+
+/// Whether `query` counts events over its window (`increase()` or an
+/// offset delta) rather than measuring a per-second rate.
+fn counts_over_window(query: &str) -> bool {
+    query.contains("increase(") || query.contains(" offset ")
 }
 
 /// Finds `names` among the loaded rules and derives their parameters.
@@ -207,15 +214,15 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
                     expanded.push_str(query);
                 }
             }
-            let window = longest_range(&expanded).unwrap_or(Duration::from_secs(60));
+            let window = longest_window(&expanded).unwrap_or(Duration::from_secs(60));
             let mut threshold = threshold(&rule.query).ok_or_else(|| {
                 format!(
                     "cannot find the threshold (`> N`) of {name}: {}",
                     rule.query
                 )
             })?;
-            // A count over the window (`increase`) becomes a rate.
-            if expanded.contains("increase(") {
+            // A count over the window becomes a rate.
+            if counts_over_window(&expanded) {
                 threshold /= window.as_secs_f64();
             }
             Ok(AlertRule {
@@ -378,11 +385,26 @@ mod tests {
                     "alerting",
                     60.0,
                 ),
+                rule(
+                    "job:http_requests_5xx:exact3m",
+                    "sum by (job) ((x - x offset 3m) >= 0 unless resets(x[1m]) > 0 or x)",
+                    "recording",
+                    0.0,
+                ),
+                rule(
+                    "ExactBurst",
+                    "job:http_requests_5xx:exact3m > 18",
+                    "alerting",
+                    0.0,
+                ),
             ],
         }];
         let high = "HighErrorRate".to_owned();
         let burst = "ErrorBurst".to_owned();
-        let rules = resolve(&groups, &[&high, &burst]).unwrap();
+        let exact = "ExactBurst".to_owned();
+        let rules = resolve(&groups, &[&high, &burst, &exact]).unwrap();
+        assert_eq!(rules[2].threshold_rate, 0.1, "18 in 3m (offset) is 0.1/s");
+        assert_eq!(rules[2].window, Duration::from_secs(180));
         assert_eq!(rules[0].threshold_rate, 0.1);
         assert_eq!(rules[0].window, Duration::from_secs(60));
         assert_eq!(rules[0].for_duration, Duration::from_secs(60));

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use loadgen::verify::webhook;
+use tokio_util::sync::CancellationToken;
+
 use crate::common::{repo, spawn, wait_ready, Process};
 
 struct Alertmanager {
@@ -18,15 +21,16 @@ struct Alertmanager {
 }
 
 impl Alertmanager {
+    /// Nothing listens on the webhook: routing and inhibition do not care.
     async fn start() -> Self {
+        Self::start_with_webhook("http://127.0.0.1:9/alerts").await
+    }
+
+    async fn start_with_webhook(webhook: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // Nothing listens on the webhook: routing and inhibition do not care.
         let config = std::fs::read_to_string(repo().join("prometheus/alertmanager.yml"))
             .unwrap()
-            .replace(
-                "http://host.docker.internal:9099/alerts",
-                "http://127.0.0.1:9/alerts",
-            );
+            .replace("http://host.docker.internal:9099/alerts", webhook);
         let path = dir.path().join("alertmanager.yml");
         std::fs::write(&path, config).unwrap();
         let port = items_service::testing::free_port();
@@ -195,4 +199,55 @@ async fn a_critical_alert_inhibits_the_warnings_of_its_family_and_job_only() {
             && state("ErrorBudgetBurnFast") == "active"
     })
     .await;
+}
+
+/// Redis going down: ErrorBurst (no `for`) reaches Alertmanager first, and
+/// RedisDown only after its 30s `for`. RedisDownInhibitor (no `for`) comes
+/// up to a scrape and an evaluation later (8s here) and must mute the burst
+/// before the warnings' group_wait sends it. The same burst from another
+/// stack is the control: it proves the group was flushed to the webhook.
+#[tokio::test]
+async fn an_error_burst_caused_by_redis_going_down_is_never_notified() {
+    let stop = CancellationToken::new();
+    let (inbox, addr) = webhook::listen("127.0.0.1:0", stop.clone()).await.unwrap();
+    let am = Alertmanager::start_with_webhook(&format!("http://{addr}/alerts")).await;
+    let burst = [("ErrorBurst", "warning", "errors", "items-service")];
+    am.fire_with(&burst, &[("stack", "elsewhere")]).await;
+    am.fire(&burst).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    am.fire_with(
+        &[("RedisDownInhibitor", "none", "meta", "redis")],
+        &[("cause", "redis")],
+    )
+    .await;
+
+    let started = Instant::now();
+    let stack_of = |d: &webhook::Delivery| d.labels.get("stack").cloned().unwrap_or_default();
+    while !inbox
+        .deliveries()
+        .iter()
+        .any(|d| d.alertname == "ErrorBurst" && stack_of(d) == "elsewhere")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the control burst never reached the webhook: {:?}",
+            inbox.deliveries()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leaked: Vec<_> = inbox
+        .deliveries()
+        .into_iter()
+        .filter(|d| stack_of(d) == "items-stack")
+        .map(|d| (d.alertname, d.status))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "notified although Redis down explains it (or the inhibitor itself): {leaked:?}"
+    );
+    am.until("the inhibitor goes to no one", |a| {
+        a["RedisDownInhibitor"]["receivers"] == json!(["inhibit-only"])
+    })
+    .await;
+    stop.cancel();
 }
