@@ -63,6 +63,19 @@ impl Exclusions {
     }
 }
 
+/// The matcher that leaves the probes and the scrape out.
+const USER_ROUTES: &str = r#"endpoint!~"/metrics|/healthz|/readyz""#;
+
+/// Whether `expr` reads the service's raw request series.
+fn counts_requests(expr: &str) -> bool {
+    [
+        "http_requests_total{",
+        "http_request_duration_seconds_bucket{",
+    ]
+    .iter()
+    .any(|metric| expr.contains(metric))
+}
+
 /// Every problem found by `check`, so one run shows them all.
 fn lint(dashboard: &Value) -> Vec<String> {
     let mut problems = Vec::new();
@@ -90,6 +103,15 @@ fn lint(dashboard: &Value) -> Vec<String> {
                 "${name}: a multi-value query variable with All on ${{datasource}} is required: {other:?}"
             )),
         }
+    }
+
+    if variable("endpoint").is_none_or(|v| {
+        !v["definition"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(USER_ROUTES)
+    }) {
+        problems.push("$endpoint: must list user routes only".into());
     }
 
     let job = Exclusions::load("target-job-rule", &titles);
@@ -128,6 +150,11 @@ fn lint(dashboard: &Value) -> Vec<String> {
             }
             if !expr.contains(r#"instance=~"$instance""#) && !instance.covers(name, index) {
                 problems.push(format!("{name} #{index}: does not use $instance: {expr}"));
+            }
+            // Issue 14: traffic, error and latency panels count user routes
+            // only, as the alerts do.
+            if counts_requests(expr) && !expr.contains(USER_ROUTES) {
+                problems.push(format!("{name} #{index}: counts the probes too: {expr}"));
             }
             // target-rate-interval-rule.
             if expr.contains("rate(") && !expr.contains("[$__rate_interval]") {
@@ -317,6 +344,15 @@ fn the_lint_catches_what_issue_14_reported() {
         .unwrap();
     rate["targets"][0]["expr"] =
         Value::from(r#"sum(rate(http_requests_total{job="items-service"}[1m]))"#);
+    let by_endpoint = panels
+        .iter_mut()
+        .find(|p| p["title"] == "Errors by endpoint")
+        .unwrap();
+    let unfiltered = by_endpoint["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .replace(r#", endpoint!~"/metrics|/healthz|/readyz""#, "");
+    by_endpoint["targets"][0]["expr"] = Value::from(unfiltered);
     broken["templating"]["list"][0]["label"] = Value::from("Datasource");
     broken["annotations"]["list"]
         .as_array_mut()
@@ -332,6 +368,7 @@ fn the_lint_catches_what_issue_14_reported() {
         "Request rate (user routes) #0: does not use $instance",
         "Request rate (user routes) #0: rate() without $__rate_interval",
         "datasource variable must be labelled",
+        "Errors by endpoint #0: counts the probes too",
         "no annotation from loadgen_phase_active",
         "no dashboard link to runbook",
     ] {
