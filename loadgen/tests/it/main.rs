@@ -1,6 +1,7 @@
 //! Integration tests of loadgen against a real items-service and
 //! `redis-server` (and, for verification, real Prometheus and Alertmanager).
 
+mod alert_docs;
 mod alert_routing;
 mod common;
 mod dashboard_lint;
