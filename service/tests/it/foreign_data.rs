@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::{
     common::{assert_error, sample, Stack},
-    pagination::walk,
+    pagination::{listed_keys, walk, walk_checking},
 };
 
 fn skipped(text: &str, reason: &str) -> f64 {
@@ -171,14 +171,7 @@ async fn a_foreign_value_above_the_size_limit_is_never_read() {
     // Listing agrees with GET: the huge value is skipped, the largest listed.
     let (status, body) = stack.get("/items?limit=1000").await;
     assert_eq!(status, 200);
-    let mut keys: Vec<&str> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["key"].as_str().unwrap())
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["largest", "small"]);
+    assert_eq!(listed_keys(&body), ["largest", "small"]);
     assert_eq!(skipped(&stack.metrics_text().await, "too_large"), 1.0);
 }
 
@@ -209,24 +202,10 @@ async fn pages_are_bounded_by_bytes() {
         "the page ended early without a cursor"
     );
     // Every item still comes exactly once, at any limit.
-    let mut seen = HashMap::new();
-    let mut cursor = String::new();
-    loop {
-        let (status, body) = stack
-            .get(&format!("/items?limit=1000&cursor={cursor}"))
-            .await;
-        assert_eq!(status, 200);
-        for item in body["items"].as_array().unwrap() {
-            assert_eq!(item["value"].as_str().map(str::len), Some(big.len()));
-            *seen
-                .entry(item["key"].as_str().unwrap().to_owned())
-                .or_insert(0) += 1;
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_owned(),
-            None => break,
-        }
-    }
+    let (seen, _) = walk_checking(&stack, 1000, |_, value| {
+        assert_eq!(value.as_str().map(str::len), Some(big.len()))
+    })
+    .await;
     assert_eq!(seen.len(), 7);
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
 }
@@ -241,25 +220,7 @@ async fn a_page_cut_by_bytes_carries_long_keys_in_its_cursor() {
     stack
         .put_items(keys.iter().map(|key| (key.clone(), json!(value))))
         .await;
-    let mut seen = HashMap::new();
-    let mut cursor = String::new();
-    let mut pages = 0;
-    loop {
-        let (status, body) = stack
-            .get(&format!("/items?limit=1000&cursor={cursor}"))
-            .await;
-        assert_eq!(status, 200, "page {pages}: {body}");
-        pages += 1;
-        for item in body["items"].as_array().unwrap() {
-            *seen
-                .entry(item["key"].as_str().unwrap().to_owned())
-                .or_insert(0) += 1;
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_owned(),
-            None => break,
-        }
-    }
+    let (seen, pages) = walk_checking(&stack, 1000, |_, _| {}).await;
     assert!(pages >= 5, "{pages} pages for 20 MB");
     assert_eq!(seen.len(), 1000);
     assert!(seen.values().all(|n| *n == 1));

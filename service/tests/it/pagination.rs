@@ -4,20 +4,36 @@
 
 use std::collections::HashMap;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use items_service::store::MAX_CURSOR_KEYS;
 
 use crate::common::Stack;
 
+/// Walks the whole listing `limit` items a page; every value must be
+/// `{"n": key}`. Returns how often each key was seen.
 pub async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
+    walk_checking(stack, limit, |key, value| {
+        assert_eq!(value, &json!({"n": key}))
+    })
+    .await
+    .0
+}
+
+/// Walks the whole listing, asserting page bounds and `check(key, value)`
+/// on every item. Returns how often each key was seen and the page count.
+pub async fn walk_checking(
+    stack: &Stack,
+    limit: usize,
+    check: impl Fn(&str, &Value),
+) -> (HashMap<String, usize>, usize) {
     let mut seen = HashMap::new();
     let mut cursor = String::new();
-    for _ in 0..10_000 {
+    for pages in 1..10_000 {
         let (status, body) = stack
             .get(&format!("/items?limit={limit}&cursor={cursor}"))
             .await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(status, 200, "page {pages}: {body}");
         let items = body["items"].as_array().expect("items array");
         assert!(
             items.len() <= limit,
@@ -26,7 +42,7 @@ pub async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
         );
         for item in items {
             let key = item["key"].as_str().expect("key").to_owned();
-            assert_eq!(item["value"], json!({"n": key}));
+            check(&key, &item["value"]);
             *seen.entry(key).or_insert(0) += 1;
         }
         match body["next_cursor"].as_str() {
@@ -38,10 +54,22 @@ pub async fn walk(stack: &Stack, limit: usize) -> HashMap<String, usize> {
                 );
                 cursor = next.to_owned();
             }
-            None => return seen,
+            None => return (seen, pages),
         }
     }
     panic!("listing did not finish");
+}
+
+/// The keys of one listing page, sorted.
+pub fn listed_keys(page: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items array")
+        .iter()
+        .map(|item| item["key"].as_str().expect("key"))
+        .collect();
+    keys.sort_unstable();
+    keys
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,13 +139,6 @@ async fn a_page_never_repeats_a_key() {
         .await;
     let (status, body) = stack.get("/items?limit=1000&cursor=0~a").await;
     assert_eq!(status, 200, "{body}");
-    let mut keys: Vec<&str> = body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["key"].as_str().unwrap())
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["a", "b", "c"]);
+    assert_eq!(listed_keys(&body), ["a", "b", "c"]);
     assert_eq!(body["next_cursor"], serde_json::Value::Null);
 }
