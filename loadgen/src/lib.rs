@@ -100,10 +100,12 @@ async fn dispatch(
                 target: target.target,
                 prometheus: prometheus.prometheus,
                 seed,
-                out: report,
+                files: report::ReportFiles {
+                    json: report,
+                    html: watch.html,
+                },
                 quiet,
                 metrics_listen: watch.metrics_listen.0,
-                html: watch.html,
                 shard: shard.unwrap_or(engine::shard::Shard::WHOLE),
             };
             if let Some(shard) = shard {
@@ -138,8 +140,7 @@ async fn dispatch(
                 reports,
                 target,
                 prometheus: prometheus.prometheus,
-                out: report,
-                html,
+                files: report::ReportFiles { json: report, html },
                 quiet,
             };
             distributed::merge::run(&options, out).await

@@ -5,7 +5,6 @@
 use std::{
     io::Write,
     net::SocketAddr,
-    path::PathBuf,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -36,12 +35,11 @@ pub struct RunOptions {
     pub target: String,
     pub prometheus: String,
     pub seed: Option<u64>,
-    pub out: Option<PathBuf>,
+    /// `--out` and `--html`.
+    pub files: report::ReportFiles,
     pub quiet: bool,
     /// Serve loadgen's own metrics there during the run (`None`: off).
     pub metrics_listen: Option<SocketAddr>,
-    /// Also write the report as HTML.
-    pub html: Option<PathBuf>,
     /// The slice of the run to send (`--shard I/N`); [`Shard::WHOLE`] by default.
     pub shard: Shard,
 }
@@ -146,7 +144,7 @@ pub async fn run(
         plan.seed = seed;
     }
     // An unwritable output is found now, not after the whole run.
-    for path in [&options.out, &options.html].into_iter().flatten() {
+    for path in options.files.paths() {
         check_writable(path)?;
     }
     let run_id = telemetry::run_id(SystemTime::now());
@@ -283,12 +281,9 @@ pub async fn run(
             (None, false) => Ending::Completed,
         },
     )?;
-    if options.out.is_some() || options.html.is_some() {
+    if options.files.wanted() {
         let server = if plan.expect.needs_prometheus() && !interrupted && fatal.is_none() {
-            report::server::fetch(&prometheus, started, ended)
-                .await
-                .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))
-                .ok()
+            report::server::fetch_or_note(&prometheus, started, ended, out).await
         } else {
             None
         };
@@ -313,12 +308,7 @@ pub async fn run(
             passed: exit == Exit::Pass,
             server: server.as_ref(),
         };
-        report::write_files(
-            &report,
-            section,
-            options.out.as_deref(),
-            options.html.as_deref(),
-        )?;
+        options.files.write(&report, section)?;
     }
     Ok(RunResult {
         summary,

@@ -46,8 +46,8 @@ pub struct MergeOptions {
     /// Overrides the target the shards recorded (it scopes server queries).
     pub target: Option<String>,
     pub prometheus: String,
-    pub out: Option<PathBuf>,
-    pub html: Option<PathBuf>,
+    /// `--out` and `--html`.
+    pub files: report::ReportFiles,
     pub quiet: bool,
 }
 
@@ -399,13 +399,10 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
         runner::Ending::Completed,
     )?;
 
-    if options.out.is_some() || options.html.is_some() {
+    if options.files.wanted() {
         let server = if plan.expect.needs_prometheus() {
             let prometheus = Prometheus::new(&options.prometheus);
-            report::server::fetch(&prometheus, window.0, window.1)
-                .await
-                .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))
-                .ok()
+            report::server::fetch_or_note(&prometheus, window.0, window.1, out).await
         } else {
             None
         };
@@ -425,12 +422,9 @@ pub async fn run(options: &MergeOptions, out: &mut impl Write) -> anyhow::Result
             passed: exit == Exit::Pass,
             server: server.as_ref(),
         };
-        report::write_files(
-            &report,
-            Some(("shards", serde_json::to_value(shards)?)),
-            options.out.as_deref(),
-            options.html.as_deref(),
-        )?;
+        options
+            .files
+            .write(&report, Some(("shards", serde_json::to_value(shards)?)))?;
     }
     Ok(exit)
 }

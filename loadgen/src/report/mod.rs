@@ -154,7 +154,37 @@ pub struct Report<'a> {
 }
 
 /// Writes the report as JSON and/or HTML.
-pub fn write_files(
+/// Where a finished run's report goes: `--out` (JSON) and `--html`.
+#[derive(Debug, Clone, Default)]
+pub struct ReportFiles {
+    pub json: Option<std::path::PathBuf>,
+    pub html: Option<std::path::PathBuf>,
+}
+
+impl ReportFiles {
+    /// Whether any report file was asked for.
+    pub fn wanted(&self) -> bool {
+        self.json.is_some() || self.html.is_some()
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.json
+            .iter()
+            .chain(&self.html)
+            .map(|path| path.as_path())
+    }
+
+    /// Writes `report` (plus an optional top-level `section`) to every file asked for.
+    pub fn write(
+        &self,
+        report: &Report,
+        section: Option<(&str, serde_json::Value)>,
+    ) -> anyhow::Result<()> {
+        write_files(report, section, self.json.as_deref(), self.html.as_deref())
+    }
+}
+
+fn write_files(
     report: &Report,
     section: Option<(&str, serde_json::Value)>,
     json: Option<&std::path::Path>,

@@ -34,6 +34,20 @@ pub struct ServerSeries {
     pub points: Vec<ServerPoint>,
 }
 
+/// [`fetch`] for a report being written: a failure becomes a note on `out`
+/// (the report is written without the server series), not an error.
+pub async fn fetch_or_note(
+    prometheus: &Prometheus,
+    started: SystemTime,
+    ended: SystemTime,
+    out: &mut impl std::io::Write,
+) -> Option<ServerSeries> {
+    fetch(prometheus, started, ended)
+        .await
+        .map_err(|err| writeln!(out, "note: no server series in the report: {err:#}"))
+        .ok()
+}
+
 /// Queries the series over `[started, ended]`.
 pub async fn fetch(
     prometheus: &Prometheus,

@@ -39,7 +39,6 @@ async fn run_plan(text: &str, target: &str) -> (runner::RunResult, String) {
         target: target.into(),
         prometheus: "http://127.0.0.1:1".into(),
         seed: None,
-        out: None,
         quiet: false,
         ..RunOptions::default()
     };
