@@ -4,8 +4,11 @@
 //! (`--report run.json`, `--from/--to`, or the last 15 minutes). A query
 //! error, no data, a `legendFormat` label missing from the result, a panel
 //! without targets or without a unit, an expression that can never be
-//! empty (`or vector(0)`, unless a documented stat), or a template
-//! variable query without values fails.
+//! empty (`or vector(0)`, `or (x * 0)`, unless a documented stat), a
+//! panel whose targets are all hidden, a datasource that is not the
+//! dashboard's Prometheus variable, a legend with a stray brace, or a
+//! template variable without values (after its `regex`) fails: each is a
+//! panel Grafana would show empty or broken.
 
 use std::{
     collections::BTreeSet,
@@ -91,6 +94,8 @@ pub struct PanelQuery {
     pub legend_labels: Vec<String>,
     /// Why the panel or query is wrong before running it.
     pub static_problem: Option<String>,
+    /// A variable's `regex`: the values Grafana keeps must match it.
+    pub value_regex: Option<String>,
 }
 
 /// `{{label}}` names in a Grafana legend format.
@@ -109,16 +114,26 @@ pub fn legend_labels(format: &str) -> Vec<String> {
     labels
 }
 
-/// An `or` whose right side is a `vector(...)`: never empty by construction.
+/// An `or` whose right side is a constant (`vector(...)`) or a series
+/// multiplied by zero: never empty by construction, so "has data" proves
+/// nothing about the left side.
 pub fn never_empty(expr: &str) -> bool {
     let compact: String = expr.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut rest = compact.as_str();
-    while let Some(at) = rest.find(" or ") {
-        let mut after = rest[at + 4..].trim_start();
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut from = 0;
+    while let Some(found) = compact[from..].find("or") {
+        let at = from + found;
+        from = at + 2;
+        let before = compact[..at].chars().next_back();
+        let mut after = &compact[at + 2..];
+        if before.is_some_and(word) || after.chars().next().is_some_and(word) {
+            continue; // part of a name (`errors`, `ignoring`)
+        }
+        after = after.trim_start();
         for modifier in ["on", "ignoring"] {
             if let Some(m) = after.strip_prefix(modifier) {
-                let m = m.trim_start();
                 if let Some(close) = m
+                    .trim_start()
                     .strip_prefix('(')
                     .and_then(|m| m.find(')').map(|i| &m[i + 1..]))
                 {
@@ -126,12 +141,85 @@ pub fn never_empty(expr: &str) -> bool {
                 }
             }
         }
+        let after = after.trim_start_matches(|c: char| c == '(' || c == ' ');
         if after.starts_with("vector(") || after.starts_with("vector (") {
             return true;
         }
-        rest = &rest[at + 4..];
+        let right = balanced_prefix(after);
+        let zeroed = right.replace(' ', "");
+        if zeroed.contains("*0)") || zeroed.ends_with("*0") || zeroed.contains("*0.0") {
+            return true;
+        }
     }
     false
+}
+
+/// `text` up to the parenthesis that closes before it (the operand of a
+/// binary operator), or all of it.
+fn balanced_prefix(text: &str) -> &str {
+    let mut depth = 0i32;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => return &text[..i],
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    text
+}
+
+/// A legend or annotation format with a brace outside `{{label}}`: Grafana
+/// prints it literally (`{status_code}}` is a typo, not a label).
+pub fn legend_problem(format: &str) -> Option<String> {
+    let mut rest = format.to_owned();
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
+        rest.replace_range(start..start + end + 2, "");
+    }
+    rest.contains(['{', '}'])
+        .then(|| format!("legend format {format:?} has a stray brace"))
+}
+
+/// Why a panel's or target's datasource is not the dashboard's Prometheus
+/// datasource variable (`${datasource}`), if it is not; `None` when unset
+/// (Grafana uses the panel's or the default datasource).
+fn datasource_problem(datasource: &Value, prometheus_variables: &[&str]) -> Option<String> {
+    let uid = match datasource {
+        Value::Null => return None,
+        Value::String(uid) => uid.as_str(),
+        other => other["uid"].as_str().unwrap_or_default(),
+    };
+    let name = uid
+        .strip_prefix("${")
+        .and_then(|u| u.strip_suffix('}'))
+        .or_else(|| uid.strip_prefix('$'))
+        .unwrap_or_default();
+    (!prometheus_variables.contains(&name)).then(|| {
+        format!("datasource {uid:?} is not a Prometheus datasource variable of the dashboard")
+    })
+}
+
+/// A Grafana variable regex (`/pattern/flags` or a bare pattern) as Rust regex.
+fn variable_regex(text: &str) -> Result<Option<regex::Regex>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (pattern, flags) = match text.strip_prefix('/').and_then(|t| t.rsplit_once('/')) {
+        Some((pattern, flags)) => (pattern, flags),
+        None => (text, ""),
+    };
+    let pattern = if flags.contains('i') {
+        format!("(?i){pattern}")
+    } else {
+        pattern.to_owned()
+    };
+    regex::Regex::new(&pattern)
+        .map(Some)
+        .map_err(|err| format!("variable regex {text:?} is invalid: {err}"))
 }
 
 /// All panels, rows included, in display order.
@@ -233,6 +321,16 @@ fn variable_query(text: &str) -> (String, Option<String>) {
 /// with variables substituted, and the panels' static problems.
 pub fn queries(dashboard: &Value, scrape: Duration, range: Duration) -> Vec<PanelQuery> {
     let vars = variables(dashboard, scrape, range);
+    let template: Vec<&Value> = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let prometheus_variables: Vec<&str> = template
+        .iter()
+        .filter(|v| v["type"] == "datasource" && v["query"] == "prometheus")
+        .filter_map(|v| v["name"].as_str())
+        .collect();
     let mut result = Vec::new();
     for panel in panels(dashboard) {
         let title = panel["title"].as_str().unwrap_or("(untitled)").to_owned();
@@ -244,13 +342,24 @@ pub fn queries(dashboard: &Value, scrape: Duration, range: Duration) -> Vec<Pane
             && panel["description"]
                 .as_str()
                 .is_some_and(|d| !d.trim().is_empty());
-        let targets: Vec<&Value> = panel["targets"]
+        let with_expr: Vec<&Value> = panel["targets"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|t| t["expr"].as_str().is_some_and(|e| !e.trim().is_empty()))
             .collect();
+        // A hidden target is not drawn: it proves nothing about the panel.
+        let targets: Vec<&Value> = with_expr
+            .iter()
+            .copied()
+            .filter(|t| t["hide"] != true)
+            .collect();
         if targets.is_empty() && kind != "text" {
+            let why = if with_expr.is_empty() {
+                "panel has no targets"
+            } else {
+                "every target of the panel is hidden"
+            };
             result.push(PanelQuery {
                 panel: title.clone(),
                 ref_id: "-".into(),
@@ -258,21 +367,30 @@ pub fn queries(dashboard: &Value, scrape: Duration, range: Duration) -> Vec<Pane
                 has_unit,
                 kind: QueryKind::Panel,
                 legend_labels: Vec::new(),
-                static_problem: Some("panel has no targets".into()),
+                static_problem: Some(why.into()),
+                value_regex: None,
             });
         }
+        let panel_datasource = datasource_problem(&panel["datasource"], &prometheus_variables);
         for target in targets {
             let expr = target["expr"].as_str().unwrap_or_default();
+            let legend = target["legendFormat"].as_str().unwrap_or("");
+            let static_problem = panel_datasource
+                .clone()
+                .or_else(|| datasource_problem(&target["datasource"], &prometheus_variables))
+                .or_else(|| legend_problem(legend))
+                .or_else(|| (never_empty(expr) && !documented_stat).then(|| {
+                    "never empty by construction (`or vector(…)`, `or (x * 0)`); only a stat with a description may do that".into()
+                }));
             result.push(PanelQuery {
                 panel: title.clone(),
                 ref_id: target["refId"].as_str().unwrap_or("?").to_owned(),
                 expr: substitute(expr, &vars),
                 has_unit,
                 kind: QueryKind::Panel,
-                legend_labels: legend_labels(target["legendFormat"].as_str().unwrap_or("")),
-                static_problem: (never_empty(expr) && !documented_stat).then(|| {
-                    "never empty by construction (`or vector(…)`); only a stat with a description may do that".into()
-                }),
+                legend_labels: legend_labels(legend),
+                static_problem,
+                value_regex: None,
             });
         }
     }
@@ -299,22 +417,22 @@ pub fn queries(dashboard: &Value, scrape: Duration, range: Duration) -> Vec<Pane
             has_unit: true,
             kind: QueryKind::Annotation,
             legend_labels: legend_labels(&format),
-            static_problem: never_empty(expr)
-                .then(|| "never empty by construction (`or vector(…)`)".into()),
+            static_problem: datasource_problem(&annotation["datasource"], &prometheus_variables)
+                .or_else(|| legend_problem(&format))
+                .or_else(|| {
+                    never_empty(expr).then(|| "never empty by construction (`or vector(…)`)".into())
+                }),
+            value_regex: None,
         });
     }
-    for var in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| v["type"] == "query")
-    {
+    for var in template.iter().filter(|v| v["type"] == "query") {
         let text = var["query"]["query"]
             .as_str()
             .or_else(|| var["query"].as_str())
             .or_else(|| var["definition"].as_str())
             .unwrap_or("");
         let (expr, label) = variable_query(&substitute(text, &vars));
+        let regex = var["regex"].as_str().unwrap_or_default();
         result.push(PanelQuery {
             panel: format!("variable: ${}", var["name"].as_str().unwrap_or("?")),
             ref_id: "-".into(),
@@ -322,10 +440,13 @@ pub fn queries(dashboard: &Value, scrape: Duration, range: Duration) -> Vec<Pane
             has_unit: true,
             kind: QueryKind::Variable,
             legend_labels: label.into_iter().collect(),
-            static_problem: text
-                .trim()
-                .is_empty()
-                .then(|| "template variable has no query".into()),
+            static_problem: if text.trim().is_empty() {
+                Some("template variable has no query".into())
+            } else {
+                datasource_problem(&var["datasource"], &prometheus_variables)
+                    .or_else(|| variable_regex(regex).err())
+            },
+            value_regex: (!regex.trim().is_empty()).then(|| regex.to_owned()),
         });
     }
     result
@@ -350,6 +471,22 @@ fn judge(
             _ => "FAIL: no data",
         };
         return Err((count, what.into()));
+    }
+    // Grafana keeps only the values the variable's regex matches.
+    if let (Some(regex), Some(label)) = (
+        query
+            .value_regex
+            .as_deref()
+            .and_then(|r| variable_regex(r).ok().flatten()),
+        query.legend_labels.first(),
+    ) {
+        let kept = with_data
+            .iter()
+            .filter(|s| s.labels.get(label).is_some_and(|v| regex.is_match(v)))
+            .count();
+        if kept == 0 {
+            return Err((count, "FAIL: no value matches the variable's regex".into()));
+        }
     }
     let missing: BTreeSet<&str> = query
         .legend_labels
@@ -544,6 +681,113 @@ mod tests {
         assert!(never_empty("x or ignoring(a) vector(1)"));
         assert!(!never_empty("x or y"));
         assert!(!never_empty("vector(1)"));
+        // The masks break-10 found passing: no space, parentheses, `* 0`.
+        assert!(never_empty("sum(x)or vector(0)"));
+        assert!(never_empty("sum(x) or (vector(0))"));
+        assert!(never_empty(r#"sum(x) or on() (up{job="prometheus"} * 0)"#));
+        assert!(never_empty("min(x) or on () min(up * 0)"));
+        assert!(!never_empty("sum(errors_total) / sum(x)"));
+        assert!(!never_empty("x or ignoring(a) (y * 10)"));
+        assert!(legend_problem("{{method}} {{endpoint}}").is_none());
+        assert!(legend_problem("{status_code}}").is_some());
+        assert!(legend_problem("{{status_code}").is_some());
+    }
+
+    fn panel_mut<'a>(panels: &'a mut [Value], title: &str) -> Option<&'a mut Value> {
+        for panel in panels.iter_mut() {
+            if panel["title"] == title {
+                return Some(panel);
+            }
+            if let Some(found) = panel["panels"]
+                .as_array_mut()
+                .and_then(|inner| panel_mut(inner, title))
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    /// Static problems of the shipped dashboard after `break_it`.
+    fn problems_after(break_it: impl FnOnce(&mut Value)) -> Vec<String> {
+        let mut dashboard: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../grafana/dashboards/items-service.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        break_it(&mut dashboard);
+        queries(&dashboard, Duration::from_secs(5), Duration::from_secs(900))
+            .into_iter()
+            .filter_map(|q| q.static_problem.map(|p| format!("{}: {p}", q.panel)))
+            .collect()
+    }
+
+    fn panel<'a>(dashboard: &'a mut Value, title: &str) -> &'a mut Value {
+        panel_mut(dashboard["panels"].as_array_mut().unwrap(), title).unwrap()
+    }
+
+    #[test]
+    fn hidden_targets_foreign_datasources_and_stray_braces_are_caught() {
+        assert_eq!(problems_after(|_| {}), Vec::<String>::new());
+        let cases: [(&str, Box<dyn FnOnce(&mut Value)>); 5] = [
+            (
+                "Requests in flight: every target of the panel is hidden",
+                Box::new(|d| panel(d, "Requests in flight")["targets"][0]["hide"] = true.into()),
+            ),
+            (
+                "Request rate (user routes): datasource \"${datsource}\" is not",
+                Box::new(|d| {
+                    panel(d, "Request rate (user routes)")["datasource"]["uid"] =
+                        "${datsource}".into()
+                }),
+            ),
+            (
+                "Status codes: legend format \"{status_code}}\" has a stray brace",
+                Box::new(|d| {
+                    panel(d, "Status codes")["targets"][0]["legendFormat"] = "{status_code}}".into()
+                }),
+            ),
+            (
+                "Request rate (user routes): datasource \"${datasource}\" is not",
+                Box::new(|d| d["templating"]["list"][0]["query"] = "loki".into()),
+            ),
+            (
+                "variable: $endpoint: variable regex \"/([/\" is invalid",
+                Box::new(|d| d["templating"]["list"][3]["regex"] = "/([/".into()),
+            ),
+        ];
+        for (expected, break_it) in cases {
+            let found = problems_after(break_it);
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} not in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_variable_regex_that_keeps_no_value_fails() {
+        let query = |regex: &str| PanelQuery {
+            panel: "variable: $endpoint".into(),
+            ref_id: "-".into(),
+            expr: String::new(),
+            has_unit: true,
+            kind: QueryKind::Variable,
+            legend_labels: vec!["endpoint".into()],
+            static_problem: None,
+            value_regex: Some(regex.into()),
+        };
+        let series = [crate::verify::prometheus::RangeSeries {
+            labels: [("endpoint".to_owned(), "/items".to_owned())].into(),
+            points: vec![(0.0, 1.0)],
+        }];
+        assert!(judge(&query("/^/items$/"), &series).is_ok());
+        assert!(judge(&query("/ITEMS/i"), &series).is_ok());
+        let (_, why) = judge(&query("/^nomatch$/"), &series).unwrap_err();
+        assert_eq!(why, "FAIL: no value matches the variable's regex");
     }
 
     #[test]
