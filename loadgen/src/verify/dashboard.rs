@@ -141,7 +141,7 @@ pub fn never_empty(expr: &str) -> bool {
                 }
             }
         }
-        let after = after.trim_start_matches(|c: char| c == '(' || c == ' ');
+        let after = after.trim_start_matches(['(', ' ']);
         if after.starts_with("vector(") || after.starts_with("vector (") {
             return true;
         }
@@ -732,7 +732,8 @@ mod tests {
     #[test]
     fn hidden_targets_foreign_datasources_and_stray_braces_are_caught() {
         assert_eq!(problems_after(|_| {}), Vec::<String>::new());
-        let cases: [(&str, Box<dyn FnOnce(&mut Value)>); 5] = [
+        type Breakage = Box<dyn FnOnce(&mut Value)>;
+        let cases: [(&str, Breakage); 5] = [
             (
                 "Requests in flight: every target of the panel is hidden",
                 Box::new(|d| panel(d, "Requests in flight")["targets"][0]["hide"] = true.into()),
