@@ -6,6 +6,7 @@ mod alert_routing;
 mod common;
 mod dashboard_lint;
 mod distributed;
+mod error_burst;
 mod exit_codes;
 mod html;
 mod k8s;
