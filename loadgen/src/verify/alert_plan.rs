@@ -52,6 +52,8 @@ pub struct AlertExpectation {
     /// it), within 1 %; unchecked when absent. The steps only prove the
     /// threshold lies between two planned rates.
     pub threshold: Option<f64>,
+    /// Exact window of the rate or count (`"1m"`); unchecked when absent.
+    pub window: Option<String>,
 }
 
 fn expectation(
@@ -68,6 +70,8 @@ fn expectation(
         for_duration: Some(for_duration.to_owned()),
         keep_firing_for: Some(keep_firing_for.to_owned()),
         threshold: Some(threshold),
+        // SPEC §6: "over 1m windows".
+        window: Some("1m".to_owned()),
     }
 }
 
@@ -154,6 +158,8 @@ pub struct AlertRule {
     pub keep_firing_for: Duration,
     pub eval_interval: Duration,
     pub labels: BTreeMap<String, String>,
+    /// `>=` instead of `>`: "more than 10" would fire at 10.
+    pub inclusive: bool,
 }
 
 /// The number after the last `>` of an expression (`... > 0.1`).
@@ -185,6 +191,21 @@ fn counts_over_window(query: &str) -> bool {
     query.contains("increase(") || query.contains(" offset ")
 }
 
+/// The window a recording rule's name declares, and whether it is a count:
+/// by the `level:metric:operations` convention the last operation says it
+/// (`job:http_requests_5xx:increase1m` counts over 1m, `...:rate1m` is a
+/// rate over 1m). More reliable than the ranges inside the expression,
+/// which may include guards (`[1h] offset 1m`).
+fn named_window(record: &str) -> Option<(Duration, bool)> {
+    let operation = record.rsplit(':').next()?.rsplit('_').next()?;
+    [("increase", true), ("rate", false)]
+        .iter()
+        .find_map(|(prefix, counts)| {
+            let window = parse_prom_duration(operation.strip_prefix(prefix)?)?;
+            Some((window, *counts))
+        })
+}
+
 /// Finds `names` among the loaded rules and derives their parameters.
 pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>, String> {
     let records: BTreeMap<&str, &str> = groups
@@ -214,7 +235,17 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
                     expanded.push_str(query);
                 }
             }
-            let window = longest_window(&expanded).unwrap_or(Duration::from_secs(60));
+            let named = records
+                .keys()
+                .filter(|record| rule.query.contains(*record))
+                .filter_map(|record| named_window(record))
+                .max();
+            let (window, counts) = named.unwrap_or_else(|| {
+                (
+                    longest_window(&expanded).unwrap_or(Duration::from_secs(60)),
+                    counts_over_window(&expanded),
+                )
+            });
             let mut threshold = threshold(&rule.query).ok_or_else(|| {
                 format!(
                     "cannot find the threshold (`> N`) of {name}: {}",
@@ -222,9 +253,13 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
                 )
             })?;
             // A count over the window becomes a rate.
-            if counts_over_window(&expanded) {
+            if counts {
                 threshold /= window.as_secs_f64();
             }
+            let inclusive = rule
+                .query
+                .rsplit_once('>')
+                .is_some_and(|(_, after)| after.starts_with('='));
             Ok(AlertRule {
                 name: (*name).clone(),
                 threshold_rate: threshold,
@@ -233,6 +268,7 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
                 keep_firing_for: Duration::from_secs_f64(rule.keep_firing_for),
                 eval_interval: Duration::from_secs_f64(group.interval),
                 labels: rule.labels.clone(),
+                inclusive,
             })
         })
         .collect()
@@ -294,8 +330,15 @@ pub fn expectation_problems(rule: &AlertRule, expected: &AlertExpectation) -> Ve
                 rule.name, rule.threshold_rate
             ));
         }
+        if rule.inclusive {
+            problems.push(format!(
+                "{}: compares with >=, expected > (more than the threshold)",
+                rule.name
+            ));
+        }
     }
     for (field, planned, loaded) in [
+        ("window", &expected.window, rule.window),
         ("for", &expected.for_duration, rule.for_duration),
         (
             "keep_firing_for",
@@ -386,6 +429,18 @@ mod tests {
                     60.0,
                 ),
                 rule(
+                    "job:http_requests_5xx:increase1m",
+                    "sum by (job) (x - min_over_time(x[1m]) and count_over_time(x[1h] offset 1m) or x)",
+                    "recording",
+                    0.0,
+                ),
+                rule(
+                    "GuardedBurst",
+                    "job:http_requests_5xx:increase1m >= 10",
+                    "alerting",
+                    0.0,
+                ),
+                rule(
                     "job:http_requests_5xx:exact3m",
                     "sum by (job) ((x - x offset 3m) >= 0 unless resets(x[1m]) > 0 or x)",
                     "recording",
@@ -402,7 +457,14 @@ mod tests {
         let high = "HighErrorRate".to_owned();
         let burst = "ErrorBurst".to_owned();
         let exact = "ExactBurst".to_owned();
-        let rules = resolve(&groups, &[&high, &burst, &exact]).unwrap();
+        let guarded = "GuardedBurst".to_owned();
+        let rules = resolve(&groups, &[&high, &burst, &exact, &guarded]).unwrap();
+        assert_eq!(
+            (rules[3].window, rules[3].threshold_rate, rules[3].inclusive),
+            (Duration::from_secs(60), 10.0 / 60.0, true),
+            "the name's increase1m, not the guard's [1h]"
+        );
+        assert!(!rules[0].inclusive);
         assert_eq!(rules[2].threshold_rate, 0.1, "18 in 3m (offset) is 0.1/s");
         assert_eq!(rules[2].window, Duration::from_secs(180));
         assert_eq!(rules[0].threshold_rate, 0.1);
@@ -426,6 +488,7 @@ mod tests {
             keep_firing_for: Duration::from_secs(60),
             eval_interval: Duration::from_secs(5),
             labels: BTreeMap::new(),
+            inclusive: false,
         };
         // 0.3/s crosses 0.1/s after 20 s; + 60 s for + 10 s eval + 10 s scrape + 15 s.
         assert_eq!(
@@ -457,6 +520,7 @@ mod tests {
                 ("severity".into(), "critical".into()),
                 ("family".into(), "errors".into()),
             ]),
+            inclusive: false,
         };
         let expected = &plan.expect["CriticalErrorRate"];
         assert!(expectation_problems(&rule, expected).is_empty());
@@ -504,5 +568,26 @@ mod tests {
         assert!(expectation_problems(&lax, expected).contains(
             &"CriticalErrorRate: threshold 0.750 5xx/s, expected 0.500 5xx/s".to_owned()
         ));
+        // "More than 10 in a minute": not 20 in 2 minutes, not 10 or more.
+        let stretched = AlertRule {
+            name: "ErrorBurst".into(),
+            threshold_rate: 20.0 / 120.0,
+            window: Duration::from_secs(120),
+            for_duration: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            inclusive: true,
+            labels: BTreeMap::from([
+                ("severity".into(), "warning".into()),
+                ("family".into(), "errors".into()),
+            ]),
+            ..lax
+        };
+        assert_eq!(
+            expectation_problems(&stretched, &plan.expect["ErrorBurst"]),
+            vec![
+                "ErrorBurst: compares with >=, expected > (more than the threshold)",
+                "ErrorBurst: window 120s, expected 60s",
+            ]
+        );
     }
 }

@@ -322,3 +322,39 @@ fn prometheus_keeps_the_slo_window_natively_and_in_compose() {
         "retention size {size:?} has no unit"
     );
 }
+
+/// A stalled Redis must read as `redis_up 0` (RedisDown cause="redis",
+/// which inhibits the errors it causes) before Prometheus gives up on the
+/// exporter's scrape (cause="exporter", which inhibits nothing): the
+/// exporter's Redis timeout is under the redis job's scrape timeout, in
+/// Compose and natively (scripts/test-stack checks the native one live).
+#[test]
+fn the_exporter_gives_up_on_redis_before_prometheus_gives_up_on_the_exporter() {
+    let text = std::fs::read_to_string(repo().join("prometheus/prometheus.yml")).unwrap();
+    let config: Value = serde_yaml::from_str(&text).unwrap();
+    let redis_job = config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"] == "redis")
+        .unwrap();
+    let seconds = |text: &str| -> f64 {
+        text.strip_suffix('s')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a duration in seconds: {text:?}"))
+    };
+    let scrape_timeout = seconds(redis_job["scrape_timeout"].as_str().unwrap());
+    let compose = compose();
+    let exporter_timeout = compose["services"]["redis-exporter"]["environment"]
+        ["REDIS_EXPORTER_CONNECTION_TIMEOUT"]
+        .as_str()
+        .expect("Compose: REDIS_EXPORTER_CONNECTION_TIMEOUT (the default is 15s)");
+    assert!(seconds(exporter_timeout) < scrape_timeout);
+    let stack = std::fs::read_to_string(repo().join("scripts/stack")).unwrap();
+    let native = stack
+        .split("-connection-timeout ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("scripts/stack: -connection-timeout for the exporter");
+    assert!(seconds(native) < scrape_timeout, "native {native}");
+}
