@@ -174,14 +174,24 @@ fn threshold(query: &str) -> Option<f64> {
 
 /// The longest window of `query`: a `[range]`, or an `offset` (an exact
 /// count `x - x offset 1m` spans its offset as `increase(x[1m])` its range).
+/// A range that is itself offset (`x[1h] offset 1m`) looks at the past
+/// before the window, a guard, not the window.
 fn longest_window(query: &str) -> Option<Duration> {
     let ranges = query.split('[').skip(1).filter_map(|part| {
-        part.split_once(']')
-            .and_then(|(range, _)| parse_prom_duration(range.split(':').next()?))
+        let (range, after) = part.split_once(']')?;
+        if after.trim_start().starts_with("offset") {
+            return None;
+        }
+        parse_prom_duration(range.split(':').next()?)
     });
-    let offsets = query.split(" offset ").skip(1).filter_map(|rest| {
-        parse_prom_duration(rest.split(|c: char| !c.is_ascii_alphanumeric()).next()?)
-    });
+    let offsets = query
+        .split(" offset ")
+        .skip(1)
+        .zip(query.split(" offset "))
+        .filter(|(_, before)| !before.trim_end().ends_with(']'))
+        .filter_map(|(rest, _)| {
+            parse_prom_duration(rest.split(|c: char| !c.is_ascii_alphanumeric()).next()?)
+        });
     ranges.chain(offsets).max()
 }
 
@@ -191,19 +201,15 @@ fn counts_over_window(query: &str) -> bool {
     query.contains("increase(") || query.contains(" offset ")
 }
 
-/// The window a recording rule's name declares, and whether it is a count:
-/// by the `level:metric:operations` convention the last operation says it
-/// (`job:http_requests_5xx:increase1m` counts over 1m, `...:rate1m` is a
-/// rate over 1m). More reliable than the ranges inside the expression,
-/// which may include guards (`[1h] offset 1m`).
-fn named_window(record: &str) -> Option<(Duration, bool)> {
+/// Whether a recording rule's name declares a count: by the
+/// `level:metric:operations` convention the last operation says it
+/// (`job:http_requests_5xx:increase1m` counts, `...:rate1m` is a rate).
+/// The window itself always comes from the expression: a name can lie.
+fn named_count(record: &str) -> Option<bool> {
     let operation = record.rsplit(':').next()?.rsplit('_').next()?;
     [("increase", true), ("rate", false)]
         .iter()
-        .find_map(|(prefix, counts)| {
-            let window = parse_prom_duration(operation.strip_prefix(prefix)?)?;
-            Some((window, *counts))
-        })
+        .find_map(|(prefix, counts)| operation.strip_prefix(prefix).map(|_| *counts))
 }
 
 /// Finds `names` among the loaded rules and derives their parameters.
@@ -235,17 +241,12 @@ pub fn resolve(groups: &[RuleGroup], names: &[&String]) -> Result<Vec<AlertRule>
                     expanded.push_str(query);
                 }
             }
-            let named = records
+            let window = longest_window(&expanded).unwrap_or(Duration::from_secs(60));
+            let counts = records
                 .keys()
                 .filter(|record| rule.query.contains(*record))
-                .filter_map(|record| named_window(record))
-                .max();
-            let (window, counts) = named.unwrap_or_else(|| {
-                (
-                    longest_window(&expanded).unwrap_or(Duration::from_secs(60)),
-                    counts_over_window(&expanded),
-                )
-            });
+                .find_map(|record| named_count(record))
+                .unwrap_or_else(|| counts_over_window(&expanded));
             let mut threshold = threshold(&rule.query).ok_or_else(|| {
                 format!(
                     "cannot find the threshold (`> N`) of {name}: {}",
@@ -395,6 +396,86 @@ mod tests {
             keep_firing_for: 0.0,
             labels: BTreeMap::new(),
         }
+    }
+
+    /// The repository's rules file as Prometheus would load it, with
+    /// `edit` applied first.
+    fn repo_rules(edit: impl Fn(String) -> String) -> Vec<RuleGroup> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../prometheus/rules/items-service.yml");
+        let text = edit(std::fs::read_to_string(path).unwrap());
+        let file: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let seconds = |v: &serde_yaml::Value| {
+            v.as_str()
+                .map_or(0.0, |d| parse_prom_duration(d).unwrap().as_secs_f64())
+        };
+        file["groups"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|group| RuleGroup {
+                name: group["name"].as_str().unwrap().into(),
+                file: String::new(),
+                interval: seconds(&group["interval"]),
+                rules: group["rules"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        let alert = r["alert"].as_str();
+                        let mut rule = rule(
+                            alert.or(r["record"].as_str()).unwrap(),
+                            r["expr"].as_str().unwrap(),
+                            if alert.is_some() {
+                                "alerting"
+                            } else {
+                                "recording"
+                            },
+                            seconds(&r["for"]),
+                        );
+                        rule.keep_firing_for = seconds(&r["keep_firing_for"]);
+                        if let Some(labels) = r["labels"].as_mapping() {
+                            for (k, v) in labels {
+                                rule.labels
+                                    .insert(k.as_str().unwrap().into(), v.as_str().unwrap().into());
+                            }
+                        }
+                        rule
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_repository_rules_are_as_planned_and_a_lying_name_is_caught() {
+        let plan = AlertPlan::default();
+        let names: Vec<&String> = plan.expect.keys().collect();
+        for rule in resolve(&repo_rules(|text| text), &names).unwrap() {
+            assert_eq!(
+                expectation_problems(&rule, &plan.expect[&rule.name]),
+                Vec::<String>::new(),
+                "{rule:?}"
+            );
+        }
+        // A burst counted over 2 minutes, still named increase1m.
+        let stretched = repo_rules(|text| {
+            let (head, rest) = text
+                .split_once("      - record: job:http_requests_5xx:increase1m")
+                .unwrap();
+            let next = rest.find("      - record:").unwrap();
+            format!(
+                "{head}      - record: job:http_requests_5xx:increase1m\n        expr: sum by (job) (increase(http_requests_total{{status_code=~\"5..\"}}[2m]))\n{}",
+                &rest[next..]
+            )
+        });
+        let burst = "ErrorBurst".to_owned();
+        let rule = resolve(&stretched, &[&burst]).unwrap().remove(0);
+        assert!(
+            expectation_problems(&rule, &plan.expect["ErrorBurst"])
+                .contains(&"ErrorBurst: window 120s, expected 60s".to_owned()),
+            "{rule:?}"
+        );
     }
 
     #[test]
