@@ -4,7 +4,7 @@
 
 use loadgen::Exit;
 
-use crate::common::{loadgen, scenario, Monitoring, Service};
+use crate::common::{loadgen, run_scenario, scenario, Monitoring, Service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_checks_the_server_side_and_fails_an_unreachable_hit_ratio() {
@@ -20,15 +20,7 @@ async fn run_checks_the_server_side_and_fails_an_unreachable_hit_ratio() {
          [expect.server]\nerror_ratio_max = 0.0\ncache_hit_ratio_min = 0.9\ncache_hit_ratio_matches_client = 0.001\n\
          [[expect.promql]]\nname = \"lookups counted\"\nquery = 'sum(increase(redis_app_cache_hit_total{$__target}[$__range])) + sum(increase(redis_app_cache_miss_total{$__target}[$__range]))'\nmin = 299\nmax = 301\n",
     );
-    let (exit, out, err) = loadgen(&[
-        "run",
-        path.to_str().unwrap(),
-        "--target",
-        &service.url(),
-        "--prometheus",
-        &monitoring.prometheus,
-    ])
-    .await;
+    let (exit, out, err) = run_scenario(&path, &service, Some(&monitoring.prometheus), &[]).await;
     assert_eq!(exit, Exit::CheckFailed, "{out}{err}");
     let row = |name: &str| {
         out.lines()
